@@ -1,0 +1,159 @@
+"""SQLAlchemy 2.0 declarative models of the AI Secretary.
+
+Every server-side default is a *server* default so that rows written by raw SQL, other services
+or the migrations themselves get it too. ``Base.metadata`` carries a naming convention for every
+kind of constraint and index: SQLite batch migrations can only alter or drop what has a name.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy import (
+    TIMESTAMP,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+    func,
+    text,
+    true,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+NAMING_CONVENTION: dict[str, str] = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    """Declarative base of every model; ``Base.metadata`` is the migrations' target."""
+
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class Tenant(Base):
+    """An organisation using the AI Secretary; every user belongs to exactly one.
+
+    ``slug`` is the tenant's stable, URL-safe identifier (unique across the installation);
+    ``is_active`` switches a tenant off without deleting its data.
+    """
+
+    __tablename__ = "tenants"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    slug: Mapped[str] = mapped_column(String(100), unique=True)
+    is_active: Mapped[bool] = mapped_column(Boolean, server_default=true())
+    created_at: Mapped[dt.datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )
+    updated_at: Mapped[dt.datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
+    )
+
+    users: Mapped[list[User]] = relationship(
+        back_populates="tenant", cascade="all, delete-orphan", passive_deletes=True
+    )
+
+    def __repr__(self) -> str:
+        return f"Tenant(id={self.id!r}, slug={self.slug!r})"
+
+
+class User(Base):
+    """A person who signs in to a tenant.
+
+    An email address is unique within its tenant, not globally: the same person may belong to
+    two tenants with two accounts. Deleting a tenant deletes its users (``ON DELETE CASCADE``).
+    ``role`` is a free-form role name (``member`` by default; the application decides which
+    exist); ``password_hash`` holds a hash, never a password.
+    """
+
+    __tablename__ = "users"
+    __table_args__ = (UniqueConstraint("tenant_id", "email"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
+    email: Mapped[str] = mapped_column(String(320))
+    password_hash: Mapped[str] = mapped_column(String(255))
+    full_name: Mapped[str | None] = mapped_column(String(200))
+    role: Mapped[str] = mapped_column(String(50), server_default=text("'member'"))
+    is_active: Mapped[bool] = mapped_column(Boolean, server_default=true())
+    last_login_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[dt.datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )
+    updated_at: Mapped[dt.datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
+    )
+
+    tenant: Mapped[Tenant] = relationship(back_populates="users")
+
+    def __repr__(self) -> str:
+        return f"User(id={self.id!r}, tenant_id={self.tenant_id!r}, email={self.email!r})"
+
+
+class PerformanceAlert(Base):
+    """An alert raised by performance monitoring, column for column the design document's DDL.
+
+    The DDL's types are kept as written (``TIMESTAMP`` — without time zone — rather than
+    SQLAlchemy's ``DateTime``, which SQLite would spell ``DATETIME``; ``FLOAT``, ``TEXT``
+    holding JSON in ``alert_metadata``) and so is its nullability: only ``alert_type``,
+    ``severity`` and ``title`` are ``NOT NULL``.
+    """
+
+    __tablename__ = "performance_alerts"
+    __table_args__ = (
+        # The "active alerts" dashboard filters on status and severity, newest first.
+        Index("ix_performance_alerts_status_severity", "status", "severity"),
+        Index("ix_performance_alerts_last_occurrence", "last_occurrence"),
+        Index("ix_performance_alerts_alert_type", "alert_type"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    alert_type: Mapped[str] = mapped_column(String(50))
+    severity: Mapped[str] = mapped_column(String(20))
+    title: Mapped[str] = mapped_column(String(200))
+    description: Mapped[str | None] = mapped_column(Text)
+    endpoint: Mapped[str | None] = mapped_column(String(200))
+    service_name: Mapped[str | None] = mapped_column(String(100))
+    metric_value: Mapped[float | None] = mapped_column(Float)
+    threshold_value: Mapped[float | None] = mapped_column(Float)
+    status: Mapped[str | None] = mapped_column(String(20), server_default=text("'active'"))
+    acknowledged_by: Mapped[str | None] = mapped_column(String(100))
+    acknowledged_at: Mapped[dt.datetime | None] = mapped_column(TIMESTAMP)
+    resolved_at: Mapped[dt.datetime | None] = mapped_column(TIMESTAMP)
+    first_occurrence: Mapped[dt.datetime | None] = mapped_column(
+        TIMESTAMP, server_default=func.current_timestamp()
+    )
+    last_occurrence: Mapped[dt.datetime | None] = mapped_column(
+        TIMESTAMP, server_default=func.current_timestamp()
+    )
+    occurrence_count: Mapped[int | None] = mapped_column(Integer, server_default=text("1"))
+    alert_metadata: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[dt.datetime | None] = mapped_column(
+        TIMESTAMP, server_default=func.current_timestamp()
+    )
+    updated_at: Mapped[dt.datetime | None] = mapped_column(
+        TIMESTAMP, server_default=func.current_timestamp(), onupdate=func.current_timestamp()
+    )
+
+    def __repr__(self) -> str:
+        return (
+            f"PerformanceAlert(id={self.id!r}, alert_type={self.alert_type!r}, "
+            f"severity={self.severity!r}, status={self.status!r})"
+        )
+
+
+#: The tables the application cannot run without, in dependency order.
+REQUIRED_TABLES: tuple[str, ...] = ("tenants", "users", "performance_alerts")

@@ -1,0 +1,66 @@
+"""Keep passwords out of every string the package produces.
+
+:func:`redact_url` is what logs, exception messages, reprs, health reports and the CLI use to
+show a URL. :func:`redact_text` scrubs free text that may quote a URL or a password, such as a
+driver's exception message.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from urllib.parse import unquote
+
+from sqlalchemy.engine import URL, make_url
+
+MASK = "***"
+
+# Only used to *hide* credentials in text that is not a URL we could parse; never to parse one.
+# The password part is greedy up to the last "@" of the token: an unencoded "@" or "/" in a
+# password must not leave its tail visible.
+_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*://)(?P<user>[^:/@\s]*):(?P<pw>\S*)@")
+_PASSWORD_OPTION = re.compile(r"(?i)\b(password|passwd|pwd)=(?:'[^']*'|\"[^\"]*\"|[^\s&;]*)")
+
+
+def redact_url(url: str | URL | None) -> str:
+    """Return ``url`` as a string with its password (if any) replaced by ``***``."""
+    if url is None:
+        return ""
+    if isinstance(url, URL):
+        return url.render_as_string(hide_password=True)
+    try:
+        parsed = make_url(url.strip())
+    except Exception:  # anything unparsable is still shown, masked as text
+        return redact_text(url)
+    rendered = parsed.render_as_string(hide_password=True)
+    return redact_text(rendered)
+
+
+def redact_text(text: str, secrets: Iterable[str | None] = ()) -> str:
+    """Mask credentials in ``text``: URL userinfo, ``password=`` options and each of ``secrets``.
+
+    ``secrets`` are matched both as given and URL-decoded, longest first, so a password that was
+    percent-encoded in a URL is caught in either spelling.
+    """
+    result = _USERINFO.sub(lambda m: f"{m['scheme']}{m['user']}:{MASK}@", text)
+    result = _PASSWORD_OPTION.sub(lambda m: f"{m[1]}={MASK}", result)
+    variants: set[str] = set()
+    for secret in secrets:
+        if secret:
+            variants.update({secret, unquote(secret)})
+    for variant in sorted(variants, key=len, reverse=True):
+        if variant and variant != MASK:
+            result = result.replace(variant, MASK)
+    return result
+
+
+def url_password(url: str | URL | None) -> str | None:
+    """The password of ``url``, or ``None``; used to scrub it from third-party messages."""
+    if url is None:
+        return None
+    try:
+        parsed = url if isinstance(url, URL) else make_url(url.strip())
+    except Exception:  # an unparsable URL has no password we can name
+        return None
+    password = parsed.password
+    return None if password is None else str(password)

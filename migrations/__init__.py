@@ -1,0 +1,1 @@
+"""The Alembic script directory of ai-secretary-schema, shipped inside the wheel."""

@@ -1,0 +1,1 @@
+"""Versioned revisions, one file each, applied in order from ``down_revision``."""

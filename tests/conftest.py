@@ -1,0 +1,79 @@
+"""Shared fixtures: real PostgreSQL databases of their own, SQLite files in ``tmp_path``.
+
+PostgreSQL is the server already running on 127.0.0.1:5432 (``pg_ctl`` refuses to run as root,
+so pytest-postgresql's ``postgresql_noproc`` is used); each test that asks for one gets a new,
+uniquely named database, dropped afterwards with its connections terminated.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from pytest_postgresql import factories
+from pytest_postgresql.executors.noop import NoopExecutor
+from pytest_postgresql.janitor import DatabaseJanitor
+
+# The fixture makes a template database named after ``dbname``: a name per test run keeps two
+# runs on one server (a developer's and CI's) out of each other's way.
+postgresql_server = factories.postgresql_noproc(
+    host="127.0.0.1", port=5432, user="postgres", dbname=f"ais_run_{os.getpid()}"
+)
+
+PG_DRIVER = "postgresql+psycopg2"
+
+
+def pg_url_for(server: NoopExecutor, dbname: str, *, driver: str = PG_DRIVER) -> str:
+    return f"{driver}://{server.user}@{server.host}:{server.port}/{dbname}"
+
+
+@pytest.fixture
+def make_pg_database(postgresql_server: NoopExecutor) -> Iterator[Callable[[], str]]:
+    """Factory of fresh PostgreSQL databases; returns each one's URL (psycopg2 driver)."""
+    janitors: list[DatabaseJanitor] = []
+
+    def make() -> str:
+        janitor = DatabaseJanitor(
+            user=postgresql_server.user,
+            host=postgresql_server.host,
+            port=postgresql_server.port,
+            dbname=f"ais_test_{uuid.uuid4().hex[:12]}",
+        )
+        janitor.init()
+        janitors.append(janitor)
+        return pg_url_for(postgresql_server, janitor.dbname)
+
+    yield make
+    for janitor in janitors:
+        janitor.drop()
+
+
+@pytest.fixture
+def pg_url(make_pg_database: Callable[[], str]) -> str:
+    """URL of a fresh, empty PostgreSQL database of this test's own."""
+    return make_pg_database()
+
+
+@pytest.fixture
+def sqlite_path(tmp_path: Path) -> Path:
+    """Path of a SQLite database file (not yet created) in this test's ``tmp_path``."""
+    return tmp_path / "ai_secretary.db"
+
+
+@pytest.fixture
+def sqlite_url(sqlite_path: Path) -> str:
+    """URL of a fresh SQLite database file in ``tmp_path``."""
+    return f"sqlite:///{sqlite_path}"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest) -> str:
+    """A fresh database URL on each dialect: the test runs once on SQLite, once on PostgreSQL."""
+    if request.param == "sqlite":
+        request.applymarker(pytest.mark.sqlite)
+        return str(request.getfixturevalue("sqlite_url"))
+    request.applymarker(pytest.mark.postgresql)
+    return str(request.getfixturevalue("pg_url"))

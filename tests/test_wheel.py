@@ -1,0 +1,99 @@
+"""The built wheel, installed into a new virtual environment, carries the migrations.
+
+Installed as a user would (``pip install <wheel>``, not editable), then run from a directory
+outside the checkout. The new environment gets only the declared dependencies, so it has
+psycopg2-binary and not psycopg 3: the case where a plain ``postgresql://`` URL breaks with
+SQLAlchemy 2.1's default driver.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def wheel_env(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The ``bin`` directory of a new virtual environment with the wheel installed."""
+    base = tmp_path_factory.mktemp("wheel")
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "-q",
+            "-w",
+            str(base / "dist"),
+            str(ROOT),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    (wheel,) = (base / "dist").glob("ai_secretary_schema-*.whl")
+    venv.create(base / "venv", with_pip=True)
+    bin_dir = base / "venv" / "bin"
+    subprocess.run(
+        [str(bin_dir / "python"), "-m", "pip", "install", "-q", str(wheel)],
+        check=True,
+        capture_output=True,
+    )
+    return bin_dir
+
+
+def _run(bin_dir: Path, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(bin_dir / "ai-secretary-schema"), *args],
+        cwd=cwd,
+        env={"PATH": f"{bin_dir}:/usr/bin:/bin", "HOME": str(cwd)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_the_wheel_contains_every_revision(wheel_env: Path, tmp_path: Path) -> None:
+    assert _run(wheel_env, "history", cwd=tmp_path).stdout.splitlines() == [
+        "0001 -> 0002 (head), Add performance_alerts.",
+        "<base> -> 0001, Create tenants and users.",
+    ]
+
+
+def test_the_installed_command_upgrades_a_new_sqlite_database_to_head(
+    wheel_env: Path, tmp_path: Path
+) -> None:
+    result = _run(wheel_env, "upgrade", cwd=tmp_path)
+    assert (result.returncode, result.stdout, (tmp_path / "ai_secretary.db").is_file()) == (
+        0,
+        "sqlite:///ai_secretary.db: revision 0002 (at head)\n",
+        True,
+    )
+
+
+def test_the_new_environment_has_no_psycopg3(wheel_env: Path) -> None:
+    probe = subprocess.run(
+        [str(wheel_env / "python"), "-c", "import psycopg"], capture_output=True, check=False
+    )
+    assert probe.returncode != 0
+
+
+@pytest.mark.parametrize("scheme", ["postgresql", "postgres"])
+def test_a_plain_postgresql_url_works_with_only_psycopg2_installed(
+    wheel_env: Path, tmp_path: Path, pg_url: str, scheme: str
+) -> None:
+    plain = pg_url.replace("postgresql+psycopg2://", f"{scheme}://")
+    result = _run(wheel_env, "upgrade", "--url", plain, cwd=tmp_path)
+    assert (result.returncode, result.stdout.strip().endswith("revision 0002 (at head)")) == (
+        0,
+        True,
+    ), result.stderr
