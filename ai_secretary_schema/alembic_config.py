@@ -14,7 +14,6 @@ from sqlalchemy.engine import URL
 from ai_secretary_schema.errors import MigrationError
 from ai_secretary_schema.migration_env import IN_PROCESS
 
-
 MIGRATIONS_PACKAGE = "ai_secretary_schema.migrations"
 
 
