@@ -27,13 +27,27 @@ def redact_url(url: str | URL | None) -> str:
     if url is None:
         return ""
     if isinstance(url, URL):
-        return url.render_as_string(hide_password=True)
+        return redact_text(url.render_as_string(hide_password=True))
     try:
         parsed = make_url(url.strip())
     except Exception:  # anything unparsable is still shown, masked as text
-        return redact_text(url)
+        return redact_unparsable(url)
     rendered = parsed.render_as_string(hide_password=True)
     return redact_text(rendered)
+
+
+def redact_unparsable(text: str) -> str:
+    """A value that could not be read as a URL, masked up to its last ``@``.
+
+    With no URL structure to go by, everything between the scheme (if any) and the last ``@``
+    may be (part of) a password: ``app:pw@localhost/db`` becomes ``***@localhost/db``.
+    """
+    scheme, sep, rest = text.partition("://")
+    if not sep:
+        scheme, rest = "", text
+    if "@" in rest:
+        text = f"{scheme}{sep}{MASK}@{rest.rsplit('@', 1)[1]}"
+    return redact_text(text)
 
 
 def redact_text(text: str, secrets: Iterable[str | None] = ()) -> str:

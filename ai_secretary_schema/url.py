@@ -39,7 +39,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
 from ai_secretary_schema.errors import ConnectionErrorKind, DatabaseConfigError, DriverMissingError
-from ai_secretary_schema.redaction import MASK, redact_text, redact_url
+from ai_secretary_schema.redaction import MASK, redact_unparsable, redact_url
 
 logger = logging.getLogger(__name__)
 
@@ -108,7 +108,7 @@ class DatabaseConfig:
     type: DatabaseType
     connection_string: str
     driver: str
-    options: dict[str, Any]
+    options: dict[str, Any] = field(hash=False)
     is_valid: bool
     error_message: str | None
     #: ``invalid_url`` or ``driver_missing`` when ``is_valid`` is false.
@@ -254,7 +254,7 @@ class DatabaseURLParser:
     # -- per family ----------------------------------------------------------------------------
 
     def _unparsable(self, text: str, warnings: tuple[str, ...]) -> DatabaseConfig:
-        shown = _shown(text)
+        shown = redact_unparsable(text)
         looks = _looks_like(text)
         if looks is DatabaseType.POSTGRESQL and "://" not in text:
             problem = (
@@ -467,22 +467,6 @@ def _strip_wrapping(value: str) -> tuple[str, tuple[str, ...]]:
             "stripped. Remove the quotes from DATABASE_URL (or the .env file)."
         )
     return text, tuple(warnings)
-
-
-def _shown(text: str) -> str:
-    """An unparsable ``text`` as it may appear in a message: masked up to its last ``@``.
-
-    The redaction could not read it as a URL, so everything between the scheme and the last
-    ``@`` may be (part of) a password.
-    """
-    scheme, sep, rest = text.partition("://")
-    if not sep:
-        scheme, rest = "", text
-    if "@" in rest:
-        text = f"{scheme}{sep}{MASK}@{rest.rsplit('@', 1)[1]}"
-    elif "@" in text:
-        text = f"{MASK}@{text.rsplit('@', 1)[1]}"
-    return redact_text(text)
 
 
 def _looks_like(text: str) -> DatabaseType:
