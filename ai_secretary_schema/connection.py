@@ -49,6 +49,7 @@ from sqlalchemy.exc import DBAPIError, NoSuchModuleError
 
 from ai_secretary_schema.engine import create_engine
 from ai_secretary_schema.errors import ConnectionErrorKind, DatabaseConnectionError
+from ai_secretary_schema.rate_limit import ErrorRateLimiter, log_limited
 from ai_secretary_schema.redaction import redact_text, redact_url
 from ai_secretary_schema.settings import DEFAULT_DATABASE_URL, SchemaSettings
 from ai_secretary_schema.url import (
@@ -60,6 +61,10 @@ from ai_secretary_schema.url import (
 )
 
 logger = logging.getLogger(__name__)
+
+#: Shared by every manager of the process: an outage that every worker thread runs into writes
+#: a handful of lines a minute (per failure kind and database), then says how many it dropped.
+LOG_LIMITER = ErrorRateLimiter(max_errors_per_minute=5)
 
 Kind = ConnectionErrorKind
 
@@ -269,7 +274,11 @@ class PostgreSQLConnector:
                 elapsed = time.monotonic() - start
                 delay = self.retry.delay(attempt, self.rng)
                 if failure.transient and elapsed + delay <= deadline:
-                    logger.warning(
+                    log_limited(
+                        logger,
+                        LOG_LIMITER,
+                        f"retry:{failure.kind.value}:{_where(url)}",
+                        logging.WARNING,
                         "PostgreSQL at %s: attempt %d failed (%s: %s); retrying in %.2f s",
                         _where(url),
                         attempt,
@@ -437,7 +446,11 @@ class SmartConnectionManager:
         return self.connect(url, strict=strict).raise_for_error()
 
     def _fallback(self, invalid: DatabaseConfig, settings: SchemaSettings) -> ConnectionResult:
-        logger.error(
+        log_limited(
+            logger,
+            LOG_LIMITER,
+            f"fallback:{invalid.connection_string}",
+            logging.ERROR,
             "Invalid database URL, falling back to SQLite %s (set DATABASE_STRICT=1 to make "
             "this an error): %s",
             DEFAULT_DATABASE_URL,
@@ -456,7 +469,7 @@ class SmartConnectionManager:
     @staticmethod
     def _log(result: ConnectionResult) -> None:
         if result.success:
-            logger.info(
+            logger.info(  # once a connect, not a storm: not rate-limited
                 "Connected to %s (driver %s, %d attempt(s), %.2f s)",
                 result.connection_string,
                 result.driver,
@@ -464,7 +477,11 @@ class SmartConnectionManager:
                 result.elapsed,
             )
         else:
-            logger.error(
+            log_limited(
+                logger,
+                LOG_LIMITER,
+                f"failed:{result.error_kind}:{result.connection_string}",
+                logging.ERROR,
                 "Database connection failed (%s): %s",
                 result.error_kind.value if result.error_kind else "unknown",
                 result.error_message,

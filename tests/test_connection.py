@@ -8,6 +8,7 @@ whose connection limit is 0). A missing driver is simulated through the parser's
 
 from __future__ import annotations
 
+import logging
 import socket
 import time
 import uuid
@@ -21,6 +22,7 @@ from pytest_postgresql.executors.noop import NoopExecutor
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import StaticPool
 
+from ai_secretary_schema import connection as connection_module
 from ai_secretary_schema.connection import (
     ConnectionResult,
     RetryPolicy,
@@ -33,6 +35,7 @@ from ai_secretary_schema.errors import (
     DatabaseConnectionError,
     DriverMissingError,
 )
+from ai_secretary_schema.rate_limit import ErrorRateLimiter
 from ai_secretary_schema.settings import SchemaSettings
 from ai_secretary_schema.url import DatabaseType, DatabaseURLParser
 
@@ -556,3 +559,13 @@ def test_connect_measures_elapsed_time() -> None:
     result = manager(database_connect_deadline=0).connect(CLOSED_PORT_URL)
 
     assert 0 <= result.elapsed <= time.monotonic() - start
+
+
+def test_an_outage_writes_a_handful_of_lines_not_one_per_attempt(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(connection_module, "LOG_LIMITER", ErrorRateLimiter(max_errors_per_minute=5))
+    caplog.set_level(logging.WARNING, logger="ai_secretary_schema.connection")
+    for _ in range(50):
+        manager(database_connect_deadline=0).connect(CLOSED_PORT_URL)
+    assert len(caplog.records) == 5
