@@ -1,7 +1,15 @@
 """``ai-secretary-schema``: the package's migrations from the command line.
 
 A thin layer: each command calls a library function, prints its result, and turns the package's
-typed errors into a one-line message on stderr and exit status 1 (2 for bad usage).
+typed errors (connection failures included) into a one-line, redacted message on stderr and exit
+status 1 (2 for bad usage).
+
+``check`` is the drift check for CI: it upgrades a scratch database to head and compares it with
+the models; exit 0 when they agree, 1 listing every difference (or more than one head). Without
+``--url`` the scratch database is a temporary SQLite file; with a PostgreSQL ``--url`` a scratch
+database is created on that server and dropped afterwards (the role needs ``CREATEDB``; the URL's
+own database is not changed). ``validate`` reports a live database the same way and never alters
+it. Both take ``--json``.
 """
 
 from __future__ import annotations
@@ -14,6 +22,7 @@ from collections.abc import Callable, Sequence
 from ai_secretary_schema import commands
 from ai_secretary_schema.errors import SchemaError
 from ai_secretary_schema.redaction import redact_text
+from ai_secretary_schema.schema_report import SchemaReport
 
 logger = logging.getLogger("ai_secretary_schema.cli")
 
@@ -25,35 +34,52 @@ def _out(text: str) -> None:
 
 
 def _cmd_upgrade(args: argparse.Namespace) -> int:
-    _out(commands.upgrade(args.url, args.revision).describe())
+    _out(commands.upgrade(args.url, args.revision, script_location=args.script_location).describe())
     return 0
 
 
 def _cmd_downgrade(args: argparse.Namespace) -> int:
-    _out(commands.downgrade(args.url, args.revision).describe())
+    state = commands.downgrade(args.url, args.revision, script_location=args.script_location)
+    _out(state.describe())
     return 0
 
 
 def _cmd_current(args: argparse.Namespace) -> int:
-    _out(commands.current(args.url).describe())
+    _out(commands.current(args.url, script_location=args.script_location).describe())
     return 0
 
 
 def _cmd_history(args: argparse.Namespace) -> int:
-    for line in commands.history():
+    for line in commands.history(args.script_location):
         _out(line)
     return 0
 
 
 def _cmd_heads(args: argparse.Namespace) -> int:
-    for head in commands.heads():
+    for head in commands.heads(args.script_location):
         _out(head)
     return 0
 
 
 def _cmd_sql(args: argparse.Namespace) -> int:
-    _out(commands.offline_sql(args.url, args.revision))
+    _out(commands.offline_sql(args.url, args.revision, script_location=args.script_location))
     return 0
+
+
+def _report(report: SchemaReport, as_json: bool) -> int:
+    _out(report.to_json(indent=2) if as_json else report.to_text())
+    return 0 if report.ok else 1
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    return _report(commands.check(args.url, script_location=args.script_location), args.json)
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    from ai_secretary_schema.migration_manager import MigrationManager
+
+    with MigrationManager(url=args.url, script_location=args.script_location) as manager:
+        return _report(manager.validate_schema(), args.json)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -62,6 +88,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--url",
         help="database URL (default: $DATABASE_URL, else sqlite:///ai_secretary.db)",
     )
+    common.add_argument(
+        "--script-location",
+        metavar="DIR",
+        help="Alembic script directory (default: the migrations shipped with the package)",
+    )
+    as_json = argparse.ArgumentParser(add_help=False)
+    as_json.add_argument("--json", action="store_true", help="print the report as JSON")
     parser = argparse.ArgumentParser(
         prog="ai-secretary-schema",
         description="Migrate and inspect the AI Secretary database (SQLite or PostgreSQL).",
@@ -69,8 +102,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log Alembic's progress")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def add(name: str, handler: Handler, help_text: str) -> argparse.ArgumentParser:
-        command_parser = sub.add_parser(name, parents=[common], help=help_text)
+    def add(
+        name: str, handler: Handler, help_text: str, *, report: bool = False
+    ) -> argparse.ArgumentParser:
+        parents = [common, as_json] if report else [common]
+        command_parser = sub.add_parser(name, parents=parents, help=help_text)
         command_parser.set_defaults(handler=handler)
         return command_parser
 
@@ -86,6 +122,20 @@ def build_parser() -> argparse.ArgumentParser:
     add("sql", _cmd_sql, "print the SQL of an upgrade (offline mode)").add_argument(
         "revision", nargs="?", default="head", help="target revision (default: head)"
     )
+    add(
+        "check",
+        _cmd_check,
+        "upgrade a scratch database (SQLite; PostgreSQL with --url) to head and compare it with "
+        "the models: exit 1 listing every difference, or on more than one head",
+        report=True,
+    )
+    add(
+        "validate",
+        _cmd_validate,
+        "compare a live database with the models and the head revision (never alters it): "
+        "exit 1 when it is behind head or differs",
+        report=True,
+    )
     return parser
 
 
@@ -99,7 +149,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return handler(args)
     except SchemaError as exc:
-        sys.stderr.write(f"ai-secretary-schema: error: {redact_text(str(exc))}\n")
+        message = " | ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+        sys.stderr.write(f"ai-secretary-schema: error: {redact_text(message)}\n")
         return 1
 
 

@@ -15,17 +15,21 @@ from __future__ import annotations
 
 import io
 import logging
+import tempfile
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from alembic import command
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from alembic.util import CommandError
-from sqlalchemy import Connection
+from sqlalchemy import Connection, MetaData
 from sqlalchemy.engine import URL
+from sqlalchemy.exc import DBAPIError
 
 from ai_secretary_schema.alembic_config import make_alembic_config, migrations_directory
 from ai_secretary_schema.errors import MigrationError, MultipleHeadsError
@@ -33,6 +37,9 @@ from ai_secretary_schema.lock import migration_lock
 from ai_secretary_schema.redaction import redact_text, redact_url, url_password
 from ai_secretary_schema.settings import SchemaSettings
 from ai_secretary_schema.url import DatabaseURLParser
+
+if TYPE_CHECKING:
+    from ai_secretary_schema.schema_report import SchemaReport
 
 logger = logging.getLogger(__name__)
 
@@ -250,3 +257,60 @@ def offline_sql(
     except CommandError as exc:
         raise MigrationError(f"cannot emit SQL up to {revision!r}: {exc}") from None
     return output.getvalue()
+
+
+def check(
+    url: str | URL | None = None,
+    *,
+    script_location: str | Path | None = None,
+    metadata: MetaData | None = None,
+) -> SchemaReport:
+    """Upgrade a scratch database to head and compare it with the models (the CI drift check).
+
+    Without ``url`` (or with a SQLite one) the scratch database is a SQLite file in a temporary
+    directory: no server needed. With a PostgreSQL ``url`` a scratch database named
+    ``ais_check_<random>`` is created on that server (the URL's role needs ``CREATEDB``; the
+    URL's own database is only used to issue ``CREATE DATABASE`` and is never changed) and
+    dropped afterwards. More than one head is reported as a difference without migrating.
+    ``metadata`` replaces the models. The report's ``ok`` says whether they agree.
+    """
+    from ai_secretary_schema.schema_report import SchemaReport, build_schema_report
+
+    found = heads(script_location)
+    if len(found) != 1:
+        return SchemaReport(
+            dialect="none",
+            heads=found,
+            diffs=(
+                f"multiple_heads: the migration history has {len(found)} heads "
+                f"({', '.join(found) or 'none'}); merge them with `alembic merge heads`",
+            ),
+        )
+    with _scratch_database(None if url is None else resolve_url(url)) as scratch:
+        upgrade(scratch, script_location=script_location)
+        with _connect(scratch) as connection:
+            return build_schema_report(connection, script_location, metadata=metadata)
+
+
+@contextmanager
+def _scratch_database(url: URL | None) -> Iterator[URL]:
+    if url is None or url.get_backend_name() == "sqlite":
+        with tempfile.TemporaryDirectory(prefix="ais-check-") as directory:
+            yield resolve_url(f"sqlite:///{Path(directory) / 'check.db'}")
+        return
+    name = f"ais_check_{uuid.uuid4().hex[:12]}"
+    with _connect(url) as admin:
+        admin = admin.execution_options(isolation_level="AUTOCOMMIT")
+        try:
+            admin.exec_driver_sql(f'CREATE DATABASE "{name}"')
+        except DBAPIError as exc:
+            raise MigrationError(
+                f"check needs a scratch database on {redact_url(url)} but cannot create one "
+                f"({redact_text(str(exc.orig), [url_password(url)]).strip()}); grant the role "
+                "CREATEDB, or run `ai-secretary-schema check` without --url (SQLite)"
+            ) from None
+        logger.info("check: created the scratch database %s", name)
+        try:
+            yield url.set(database=name)
+        finally:
+            admin.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
