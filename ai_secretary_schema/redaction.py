@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from urllib.parse import unquote
+from urllib.parse import quote, unquote
 
 from sqlalchemy.engine import URL, make_url
 
 MASK = "***"
+#: Secrets shorter than this are masked only as whole words (see :func:`redact_text`).
+SHORT_SECRET = 4
 
 # Only used to *hide* credentials in text that is not a URL we could parse; never to parse one.
 # The password part is greedy up to the last "@" of the token: an unencoded "@" or "/" in a
@@ -53,17 +55,24 @@ def redact_unparsable(text: str) -> str:
 def redact_text(text: str, secrets: Iterable[str | None] = ()) -> str:
     """Mask credentials in ``text``: URL userinfo, ``password=`` options and each of ``secrets``.
 
-    ``secrets`` are matched both as given and URL-decoded, longest first, so a password that was
-    percent-encoded in a URL is caught in either spelling.
+    ``secrets`` are matched as given, URL-decoded and URL-encoded, longest first, so a password
+    is caught in whichever spelling a message quotes it.
     """
     result = _USERINFO.sub(lambda m: f"{m['scheme']}{m['user']}:{MASK}@", text)
     result = _PASSWORD_OPTION.sub(lambda m: f"{m[1]}={MASK}", result)
     variants: set[str] = set()
     for secret in secrets:
         if secret:
-            variants.update({secret, unquote(secret)})
+            variants.update({secret, unquote(secret), quote(secret, safe="")})
     for variant in sorted(variants, key=len, reverse=True):
-        if variant and variant != MASK:
+        if not variant or variant == MASK:
+            continue
+        if len(variant) < SHORT_SECRET:
+            # A short password is also a common fragment of words ("p" in "port"): mask it only
+            # where it stands alone, not inside a word.
+            pattern = rf"(?<![A-Za-z0-9]){re.escape(variant)}(?![A-Za-z0-9])"
+            result = re.sub(pattern, MASK, result)
+        else:
             result = result.replace(variant, MASK)
     return result
 

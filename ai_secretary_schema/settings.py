@@ -28,6 +28,8 @@ Keys (``app.config`` / environment):
     Seconds between background health rounds (default 30).
 ``HEALTH_CHECK_TIMEOUT``
     Seconds one health check may take before its service is reported unhealthy (default 3).
+``HEALTH_MONITORING``
+    ``1``/``true``: the Flask extension starts the background health monitor (default off).
 """
 
 from __future__ import annotations
@@ -114,6 +116,7 @@ _CONVERTERS: dict[str, Callable[[str, object], Any]] = {
     "redis_url": _as_optional_text,
     "health_check_interval": _as_number(float, 0.01),
     "health_check_timeout": _as_number(float, 0.01),
+    "health_monitoring": _as_bool,
 }
 
 
@@ -135,6 +138,7 @@ class SchemaSettings:
     redis_url: str | None = field(default=None, repr=False)
     health_check_interval: float = 30.0
     health_check_timeout: float = 3.0
+    health_monitoring: bool = False
     #: Where each value came from (``argument``, ``app.config``, ``environment``, ``default``).
     sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
 

@@ -17,6 +17,8 @@ from pytest_postgresql import factories
 from pytest_postgresql.executors.noop import NoopExecutor
 from pytest_postgresql.janitor import DatabaseJanitor
 
+from ai_secretary_schema.flask import uninstall_log_filter
+
 # The fixture makes a template database named after ``dbname``: a name per test run keeps two
 # runs on one server (a developer's and CI's) out of each other's way.
 postgresql_server = factories.postgresql_noproc(
@@ -28,6 +30,13 @@ PG_DRIVER = "postgresql+psycopg2"
 
 def pg_url_for(server: NoopExecutor, dbname: str, *, driver: str = PG_DRIVER) -> str:
     return f"{driver}://{server.user}@{server.host}:{server.port}/{dbname}"
+
+
+@pytest.fixture(autouse=True)
+def _fresh_log_filter() -> Iterator[None]:
+    """The extension's rate-limiting log filter is process-wide; no test inherits another's."""
+    yield
+    uninstall_log_filter()
 
 
 @pytest.fixture

@@ -1,0 +1,188 @@
+"""``flask db …`` through the real ``flask`` command, on SQLite and on PostgreSQL.
+
+Every command runs as a subprocess of ``/work/venv/bin/flask --app examples.app:create_app``
+(the example application), with its environment passed explicitly. ``SCHEMA_STARTUP=validate``
+is set throughout: the startup hook must not run in a ``flask db`` process, or a database that is
+behind could never be upgraded with ``flask db upgrade``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+import sqlalchemy as sa
+
+from ai_secretary_schema import commands
+from ai_secretary_schema.alembic_config import migrations_directory
+
+REPO = Path(__file__).resolve().parents[1]
+FLASK = str(Path(sys.executable).with_name("flask"))
+APP = "examples.app:create_app"
+# Settings the developer's shell may carry; each test sets what it needs.
+SCRUBBED = frozenset(
+    {"DATABASE_URL", "REDIS_URL", "SCHEMA_STARTUP", "FLASK_APP", "HEALTH_MONITORING", "PYTHONPATH"}
+)
+
+
+def flask_env(database_url: str, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in SCRUBBED}
+    env.update({"DATABASE_URL": database_url, "SCHEMA_STARTUP": "validate", **extra})
+    return env
+
+
+def run_flask(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [FLASK, "--app", APP, *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def ok(result: subprocess.CompletedProcess[str]) -> str:
+    assert result.returncode == 0, f"exit {result.returncode}\n{result.stdout}\n{result.stderr}"
+    return result.stdout
+
+
+def tables(url: str) -> set[str]:
+    engine = sa.create_engine(url)
+    try:
+        return set(sa.inspect(engine).get_table_names())
+    finally:
+        engine.dispose()
+
+
+def exercise_every_command(env: dict[str, str]) -> None:
+    """upgrade, check, current, history, heads, downgrade base, check (fails), stamp head."""
+    ok(run_flask("db", "upgrade", env=env))
+    assert "No new upgrade operations detected" in ok(run_flask("db", "check", env=env))
+    assert ok(run_flask("db", "current", env=env)).split() == ["0002", "(head)"]
+    history = ok(run_flask("db", "history", env=env))
+    assert "<base> -> 0001" in history
+    assert "0001 -> 0002 (head)" in history
+    assert ok(run_flask("db", "heads", env=env)).split() == ["0002", "(head)"]
+    ok(run_flask("db", "downgrade", "base", env=env))
+    assert ok(run_flask("db", "current", env=env)).strip() == ""
+    behind = run_flask("db", "check", env=env)
+    assert behind.returncode == 1
+    assert "not up to date" in behind.stderr
+    ok(run_flask("db", "stamp", "head", env=env))
+    assert ok(run_flask("db", "current", env=env)).split() == ["0002", "(head)"]
+
+
+def test_every_flask_db_command(db_url: str) -> None:
+    exercise_every_command(flask_env(db_url))
+    # stamp only wrote alembic_version: the tables dropped by "downgrade base" stay dropped.
+    assert tables(db_url) == {"alembic_version"}
+
+
+@pytest.mark.sqlite
+def test_flask_db_commands_never_run_the_startup_hook(sqlite_url: str) -> None:
+    """SCHEMA_STARTUP=upgrade would create the tables if the hook ran in `flask db current`."""
+    env = flask_env(sqlite_url, SCHEMA_STARTUP="upgrade")
+    assert ok(run_flask("db", "current", env=env)).strip() == ""
+    assert "performance_alerts" not in tables(sqlite_url)
+    ok(run_flask("db", "upgrade", "0001", env=env))
+    assert ok(run_flask("db", "current", env=env)).split() == ["0001"]
+
+
+@pytest.mark.sqlite
+def test_flask_db_migrate_autogenerates_into_a_scratch_directory(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    # Never into the package's own migrations/: a copy of it, selected with -d.
+    scripts = tmp_path / "migrations"
+    shutil.copytree(migrations_directory(), scripts, ignore=shutil.ignore_patterns("__pycache__"))
+    env = flask_env(sqlite_url)
+    ok(run_flask("db", "upgrade", "-d", str(scripts), env=env))
+    ok(run_flask("db", "migrate", "-d", str(scripts), "-m", "nothing changed", env=env))
+    generated = list((scripts / "versions").glob("*nothing_changed.py"))
+    assert len(generated) == 1
+    text = generated[0].read_text()
+    assert "down_revision: str | Sequence[str] | None = '0002'" in text or "'0002'" in text
+    assert "op.create_table" not in text  # the models match the migrations
+
+
+@pytest.mark.postgresql
+def test_legacy_postgres_scheme(pg_url: str) -> None:
+    legacy = pg_url.replace("postgresql+psycopg2://", "postgres://", 1)
+    env = flask_env(legacy)
+    ok(run_flask("db", "upgrade", env=env))
+    assert ok(run_flask("db", "current", env=env)).split() == ["0002", "(head)"]
+    assert "No new upgrade operations detected" in ok(run_flask("db", "check", env=env))
+
+
+@pytest.mark.postgresql
+def test_plain_postgresql_url_uses_psycopg2_when_psycopg3_is_missing(
+    pg_url: str, tmp_path: Path
+) -> None:
+    """SQLAlchemy 2.1 sends a plain postgresql:// to psycopg 3; a venv with only psycopg2 must
+    still work. psycopg 3 is made unimportable for the subprocess by a shadowing module."""
+    fakes = tmp_path / "no_psycopg3"
+    fakes.mkdir()
+    (fakes / "psycopg.py").write_text(
+        'raise ImportError("psycopg 3 is deliberately not importable in this test")\n'
+    )
+    plain = pg_url.replace("postgresql+psycopg2://", "postgresql://", 1)
+    env = flask_env(plain, PYTHONPATH=f"{fakes}{os.pathsep}{REPO}")
+    probe = subprocess.run(
+        [sys.executable, "-c", "import psycopg"], env=env, capture_output=True, text=True
+    )
+    assert probe.returncode != 0
+    assert "deliberately not importable" in probe.stderr
+    exercise_every_command(env)
+
+
+@pytest.mark.postgresql
+def test_password_with_percent_signs_survives(pg_url: str) -> None:
+    # The server trusts local connections, so the password is not checked; what is tested is
+    # that "%" in the URL reaches Alembic's ConfigParser escaped, and is never printed.
+    password = "p%ss@w0rd%%"
+    url = pg_url.replace("postgres@", f"postgres:{quote(password, safe='')}@", 1)
+    env = flask_env(url)
+    results = [
+        run_flask("db", "upgrade", env=env),
+        run_flask("db", "current", env=env),
+        run_flask("db", "check", env=env),
+    ]
+    for result in results:
+        ok(result)
+        for secret in (password, quote(password, safe="")):
+            assert secret not in result.stdout + result.stderr
+    assert results[1].stdout.split() == ["0002", "(head)"]
+
+
+@pytest.mark.sqlite
+def test_in_process_upgrade_keeps_the_host_loggers(
+    sqlite_url: str, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from examples.app import create_app
+
+    host_logger = logging.getLogger("host_application.orders")
+    app = create_app({"DATABASE_URL": sqlite_url, "SCHEMA_STARTUP": "off"})
+    try:
+        result = app.test_cli_runner().invoke(args=["db", "upgrade"])
+        assert result.exit_code == 0, result.output
+        assert commands.current(sqlite_url).at_head
+        assert not host_logger.disabled
+        assert not app.logger.disabled
+        with caplog.at_level(logging.INFO):
+            host_logger.info("order 42 shipped")
+            app.logger.warning("still logging")
+        messages = [record.getMessage() for record in caplog.records]
+        assert "order 42 shipped" in messages
+        assert "still logging" in messages
+    finally:
+        from examples.app import schema
+
+        schema.close(app)
