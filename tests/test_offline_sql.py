@@ -60,3 +60,10 @@ def test_offline_sql_up_to_a_revision_stops_there(offline_script: tuple[str, str
     dialect, _ = offline_script
     sql = commands.offline_sql(DIALECT_URLS[dialect], "0001")
     assert _created_tables(sql) == ["alembic_version", "tenants", "users"]
+
+
+def test_a_password_with_percent_signs_survives_alembics_configparser() -> None:
+    # The URL reaches env.py through Alembic's ConfigParser, where an unescaped "%" is an
+    # interpolation error; the password must also stay out of the emitted SQL.
+    sql = commands.offline_sql("postgresql+psycopg2://u:50%25%25off%40@db.invalid/app")
+    assert ("CREATE TABLE tenants" in sql, "50%" in sql) == (True, False)
