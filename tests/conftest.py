@@ -8,6 +8,7 @@ uniquely named database, dropped afterwards with its connections terminated.
 from __future__ import annotations
 
 import os
+import socket
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -64,6 +65,16 @@ def make_pg_database(postgresql_server: NoopExecutor) -> Iterator[Callable[[], s
 def pg_url(make_pg_database: Callable[[], str]) -> str:
     """URL of a fresh, empty PostgreSQL database of this test's own."""
     return make_pg_database()
+
+
+@pytest.fixture
+def silent_port() -> Iterator[int]:
+    """A port on 127.0.0.1 that accepts TCP connections (in the kernel backlog) and never
+    answers: a hung server."""
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(64)
+        yield server.getsockname()[1]
 
 
 @pytest.fixture

@@ -12,41 +12,13 @@ from collections.abc import Callable
 
 import pytest
 import sqlalchemy as sa
+from helpers.db import DESIGN_DDL, ID_COLUMN
 from sqlalchemy import Connection
 from sqlalchemy.pool import NullPool
 
 from ai_secretary_schema.errors import AdoptionError
 from ai_secretary_schema.migration_manager import MigrationManager
 from ai_secretary_schema.models import Base
-
-#: The design document's DDL; PostgreSQL spells the auto-incrementing key SERIAL.
-DESIGN_DDL = """
-CREATE TABLE IF NOT EXISTS performance_alerts (
-    {id},
-    alert_type VARCHAR(50) NOT NULL,
-    severity VARCHAR(20) NOT NULL,
-    title VARCHAR(200) NOT NULL,
-    description TEXT,
-    endpoint VARCHAR(200),
-    service_name VARCHAR(100),
-    metric_value FLOAT,
-    threshold_value FLOAT,
-    status VARCHAR(20) DEFAULT 'active',
-    acknowledged_by VARCHAR(100),
-    acknowledged_at TIMESTAMP,
-    resolved_at TIMESTAMP,
-    first_occurrence TIMESTAMP DEFAULT CURRENT_TIMESTAMP,
-    last_occurrence TIMESTAMP DEFAULT CURRENT_TIMESTAMP,
-    occurrence_count INTEGER DEFAULT 1,
-    alert_metadata TEXT,
-    created_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP,
-    updated_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP
-)
-"""
-ID_COLUMN = {
-    "sqlite": "id INTEGER PRIMARY KEY AUTOINCREMENT",
-    "postgresql": "id SERIAL PRIMARY KEY",
-}
 
 
 def create_tables(*names: str) -> Callable[[Connection], None]:

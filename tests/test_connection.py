@@ -9,15 +9,14 @@ whose connection limit is 0). A missing driver is simulated through the parser's
 from __future__ import annotations
 
 import logging
-import socket
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import psycopg2
 import pytest
 import sqlalchemy as sa
+from helpers.db import admin_connection
 from pytest_postgresql.executors.noop import NoopExecutor
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import StaticPool
@@ -74,15 +73,9 @@ def connected() -> Iterator[Callable[[ConnectionResult], ConnectionResult]]:
 
 
 @pytest.fixture
-def admin(postgresql_server: NoopExecutor) -> Iterator[Callable[[str], None]]:
+def admin() -> Iterator[Callable[[str], None]]:
     """Run one statement as the superuser, autocommitted."""
-    connection = psycopg2.connect(
-        host=postgresql_server.host,
-        port=postgresql_server.port,
-        user=postgresql_server.user,
-        dbname="postgres",
-    )
-    connection.autocommit = True
+    connection = admin_connection()
 
     def run(sql: str) -> None:
         with connection.cursor() as cursor:
@@ -106,15 +99,6 @@ def make_role(admin: Callable[[str], None]) -> Iterator[Callable[[str], str]]:
     yield make
     for name in names:
         admin(f"DROP ROLE IF EXISTS {name}")
-
-
-@pytest.fixture
-def silent_port() -> Iterator[int]:
-    """A port on 127.0.0.1 that accepts TCP connections and never answers (a hung server)."""
-    with socket.socket() as server:
-        server.bind(("127.0.0.1", 0))
-        server.listen(16)
-        yield server.getsockname()[1]
 
 
 def with_scheme(url: str, scheme: str) -> str:

@@ -18,11 +18,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import psycopg2
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from psycopg2 import sql
+from helpers.db import database_renamed
 from sqlalchemy.engine import make_url
 
 logger = logging.getLogger(__name__)
@@ -171,57 +170,6 @@ def test_redis_at_a_closed_port_is_fallback_and_still_200(
 # -- PostgreSQL taken away mid-run ---------------------------------------------------------------
 
 
-def maintenance_connection(url: str) -> Any:
-    parsed = make_url(url)
-    connection = psycopg2.connect(
-        host=parsed.host, port=parsed.port, user=parsed.username, dbname="postgres"
-    )
-    connection.autocommit = True
-    return connection
-
-
-def take_database_away(url: str, new_name: str) -> None:
-    """Terminate the database's backends and rename it (retried: the pool may reconnect)."""
-    name = make_url(url).database
-    connection = maintenance_connection(url)
-    try:
-        with connection.cursor() as cursor:
-            for _ in range(50):
-                cursor.execute(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                    "WHERE datname = %s AND pid <> pg_backend_pid()",
-                    (name,),
-                )
-                try:
-                    cursor.execute(
-                        sql.SQL("ALTER DATABASE {} RENAME TO {}").format(
-                            sql.Identifier(name), sql.Identifier(new_name)
-                        )
-                    )
-                    return
-                except psycopg2.errors.ObjectInUse:
-                    time.sleep(0.1)
-        raise AssertionError(f"could not rename {name}: sessions kept reconnecting")
-    finally:
-        connection.close()
-
-
-def bring_database_back(url: str, away_name: str) -> None:
-    name = make_url(url).database
-    connection = maintenance_connection(url)
-    try:
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", (away_name,))
-            if cursor.fetchone():
-                cursor.execute(
-                    sql.SQL("ALTER DATABASE {} RENAME TO {}").format(
-                        sql.Identifier(away_name), sql.Identifier(name)
-                    )
-                )
-    finally:
-        connection.close()
-
-
 def wait_for_status(
     client: FlaskClient, expected: int, within: float
 ) -> tuple[int, dict[str, Any], float]:
@@ -241,9 +189,7 @@ def test_database_renamed_mid_run_is_503_then_recovers(
     assert client.get("/health").status_code == 200
     assert client.post("/tenants", json={"name": "Before", "slug": "before"}).status_code == 201
 
-    away = make_url(pg_url).database + "_away"
-    take_database_away(pg_url, away)
-    try:
+    with database_renamed(pg_url):
         status, body, elapsed = timed_get(client, "/health")
         logger.info("%s: %.3f s", "database_renamed_seconds", elapsed)
         assert status == 503, body
@@ -255,8 +201,6 @@ def test_database_renamed_mid_run_is_503_then_recovers(
         assert body["services"]["redis"]["status"] == "healthy"
         # A request that needs the database fails; /health kept answering.
         assert client.get("/tenants").status_code == 500
-    finally:
-        bring_database_back(pg_url, away)
 
     status, body, elapsed = wait_for_status(client, 200, within=TIMEOUT * 3)
     logger.info("%s: %.3f s", "database_recovery_seconds", elapsed)

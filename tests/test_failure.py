@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from helpers.db import table_names, versions
 from helpers.scripts import BLOCK, FAIL, make_script_dir
 from sqlalchemy.pool import NullPool
 
@@ -38,26 +39,6 @@ def failing_scripts(tmp_path: Path) -> Path:
 def blocking_scripts(tmp_path: Path) -> Path:
     """The real revisions plus ``0003``, which blocks when ``AIS_TEST_MARKER`` is set."""
     return make_script_dir(tmp_path, {"0003": ("0002", BLOCK)})
-
-
-def tables(url: str) -> set[str]:
-    engine = sa.create_engine(url, poolclass=NullPool)
-    try:
-        with engine.connect() as connection:
-            return set(sa.inspect(connection).get_table_names())
-    finally:
-        engine.dispose()
-
-
-def versions(url: str) -> list[str]:
-    engine = sa.create_engine(url, poolclass=NullPool)
-    try:
-        with engine.connect() as connection:
-            return list(
-                connection.execute(sa.text("SELECT version_num FROM alembic_version")).scalars()
-            )
-    finally:
-        engine.dispose()
 
 
 def advisory_locks(url: str) -> int:
@@ -90,7 +71,7 @@ def test_a_failed_revision_leaves_the_database_at_the_previous_one(
     assert caught.value.failed_revision == "0003"
     assert caught.value.revision == "0002"
     assert versions(db_url) == ["0002"]
-    assert "half_done" not in tables(db_url)
+    assert "half_done" not in table_names(db_url)
 
 
 def test_the_error_of_a_failed_revision_names_it_and_where_the_database_was_left(
@@ -107,7 +88,7 @@ def test_the_startup_hook_raises_the_same_error(db_url: str, failing_scripts: Pa
     ):
         manager.run_startup("upgrade")
     assert (caught.value.failed_revision, caught.value.revision) == ("0003", "0002")
-    assert "half_done" not in tables(db_url)
+    assert "half_done" not in table_names(db_url)
 
 
 def test_a_failed_upgrade_releases_the_lock(db_url: str, failing_scripts: Path) -> None:
@@ -149,7 +130,7 @@ def test_a_worker_killed_mid_upgrade_leaves_no_lock_and_the_next_start_completes
         assert time.monotonic() < deadline, "the killed worker's lock was left behind"
         time.sleep(0.05)
     assert versions(db_url) == ["0002"]
-    assert "half_done" not in tables(db_url)
+    assert "half_done" not in table_names(db_url)
 
     next_start = subprocess.run(
         [
@@ -168,4 +149,4 @@ def test_a_worker_killed_mid_upgrade_leaves_no_lock_and_the_next_start_completes
     )
     assert next_start.returncode == 0, next_start.stderr
     assert versions(db_url) == ["0003"]
-    assert "half_done" in tables(db_url)
+    assert "half_done" in table_names(db_url)

@@ -17,7 +17,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 import pytest
-import sqlalchemy as sa
+from helpers.db import table_names
 
 from ai_secretary_schema import commands
 from ai_secretary_schema.alembic_config import migrations_directory
@@ -54,14 +54,6 @@ def ok(result: subprocess.CompletedProcess[str]) -> str:
     return result.stdout
 
 
-def tables(url: str) -> set[str]:
-    engine = sa.create_engine(url)
-    try:
-        return set(sa.inspect(engine).get_table_names())
-    finally:
-        engine.dispose()
-
-
 def exercise_every_command(env: dict[str, str]) -> None:
     """upgrade, check, current, history, heads, downgrade base, check (fails), stamp head."""
     ok(run_flask("db", "upgrade", env=env))
@@ -83,7 +75,7 @@ def exercise_every_command(env: dict[str, str]) -> None:
 def test_every_flask_db_command(db_url: str) -> None:
     exercise_every_command(flask_env(db_url))
     # stamp only wrote alembic_version: the tables dropped by "downgrade base" stay dropped.
-    assert tables(db_url) == {"alembic_version"}
+    assert table_names(db_url) == {"alembic_version"}
 
 
 @pytest.mark.sqlite
@@ -91,7 +83,7 @@ def test_flask_db_commands_never_run_the_startup_hook(sqlite_url: str) -> None:
     """SCHEMA_STARTUP=upgrade would create the tables if the hook ran in `flask db current`."""
     env = flask_env(sqlite_url, SCHEMA_STARTUP="upgrade")
     assert ok(run_flask("db", "current", env=env)).strip() == ""
-    assert "performance_alerts" not in tables(sqlite_url)
+    assert "performance_alerts" not in table_names(sqlite_url)
     ok(run_flask("db", "upgrade", "0001", env=env))
     assert ok(run_flask("db", "current", env=env)).split() == ["0001"]
 

@@ -19,6 +19,7 @@ import pytest
 import sqlalchemy as sa
 from flask import Flask
 from flask.cli import ScriptInfo
+from helpers.db import table_names
 
 from ai_secretary_schema import commands
 from ai_secretary_schema.errors import (
@@ -77,14 +78,6 @@ def make_app() -> Iterator[Callable[..., tuple[Flask, SchemaExtension]]]:
     yield make
     for app, extension in made:
         extension.close(app)
-
-
-def table_names(url: str) -> set[str]:
-    engine = sa.create_engine(url)
-    try:
-        return set(sa.inspect(engine).get_table_names())
-    finally:
-        engine.dispose()
 
 
 # -- registration ----------------------------------------------------------------------------

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import socket
 import threading
 import time
 import uuid
@@ -25,6 +24,7 @@ import psycopg2
 import pytest
 import redis
 from flask import Flask, current_app
+from helpers.db import database_renamed, terminate_backends
 from sqlalchemy.engine import Engine, make_url
 
 from ai_secretary_schema.cache import FallbackCache, InProcessCache
@@ -112,66 +112,6 @@ def make_stack() -> Iterator[MakeStack]:
         stack.engine.dispose()
 
 
-@pytest.fixture
-def blackhole() -> Iterator[int]:
-    """A TCP port whose server accepts connections (in the kernel backlog) and never answers."""
-    server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    server.bind(("127.0.0.1", 0))
-    server.listen(64)
-    yield server.getsockname()[1]
-    server.close()
-
-
-def admin_connection() -> Any:
-    connection = psycopg2.connect(host="127.0.0.1", port=5432, user="postgres", dbname="postgres")
-    connection.autocommit = True
-    return connection
-
-
-def terminate_backends(dbname: str) -> None:
-    with admin_connection() as connection, connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-            "WHERE datname = %s AND pid <> pg_backend_pid()",
-            (dbname,),
-        )
-    connection.close()
-
-
-def rename_database(old: str, new: str) -> None:
-    """Terminate ``old``'s backends and rename it (retrying if a client reconnected between)."""
-    deadline = time.monotonic() + 10
-    connection = admin_connection()
-    try:
-        while True:
-            with connection.cursor() as cursor:
-                cursor.execute(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                    "WHERE datname = %s AND pid <> pg_backend_pid()",
-                    (old,),
-                )
-                try:
-                    cursor.execute(f'ALTER DATABASE "{old}" RENAME TO "{new}"')
-                    return
-                except psycopg2.errors.ObjectInUse:
-                    if time.monotonic() > deadline:
-                        raise
-    finally:
-        connection.close()
-
-
-@contextmanager
-def database_renamed(url: str) -> Iterator[None]:
-    """PostgreSQL stops serving ``url``'s database: backends terminated, database renamed."""
-    dbname = str(make_url(url).database)
-    hidden = f"{dbname}_away"
-    rename_database(dbname, hidden)
-    try:
-        yield
-    finally:
-        rename_database(hidden, dbname)
-
-
 @contextmanager
 def table_locked(url: str, table: str) -> Iterator[None]:
     """Another connection holds ACCESS EXCLUSIVE on ``table`` (as a long migration would)."""
@@ -252,9 +192,9 @@ def test_a_hanging_query_is_cancelled_by_the_statement_timeout(
 
 @pytest.mark.postgresql
 def test_a_server_that_never_answers_is_unhealthy_within_the_default_timeout(
-    blackhole: int, make_stack: MakeStack
+    silent_port: int, make_stack: MakeStack
 ) -> None:
-    stack = make_stack(f"postgresql+psycopg2://postgres@127.0.0.1:{blackhole}/app", timeout=None)
+    stack = make_stack(f"postgresql+psycopg2://postgres@127.0.0.1:{silent_port}/app", timeout=None)
     assert stack.manager.timeout == 3.0
     health, elapsed = timed(stack.manager.check_database_health)
     assert (health.status, health.error_message, health.response_time) == (
@@ -279,9 +219,9 @@ def test_an_exhausted_pool_is_unhealthy_within_the_timeout_and_recovers(
 
 @pytest.mark.postgresql
 def test_callers_share_a_hung_check_instead_of_starting_another(
-    blackhole: int, make_stack: MakeStack
+    silent_port: int, make_stack: MakeStack
 ) -> None:
-    stack = make_stack(f"postgresql+psycopg2://postgres@127.0.0.1:{blackhole}/app")
+    stack = make_stack(f"postgresql+psycopg2://postgres@127.0.0.1:{silent_port}/app")
     stack.manager.check_database_health()
     threads_before = set(threading.enumerate())
     second, elapsed = timed(stack.manager.check_database_health)
@@ -363,7 +303,7 @@ def test_redis_check(
     expected: HealthStatus,
 ) -> None:
     if redis_url and "{blackhole}" in redis_url:
-        redis_url = redis_url.format(blackhole=request.getfixturevalue("blackhole"))
+        redis_url = redis_url.format(blackhole=request.getfixturevalue("silent_port"))
     stack = make_stack(sqlite_url, redis_url=redis_url)
     health, elapsed = timed(stack.manager.check_redis_health)
     assert (health.status, health.critical) == (expected, False)
@@ -418,8 +358,8 @@ def test_fallback_cache_keeps_working_in_process_without_redis(redis_url: str | 
         cache.close()
 
 
-def test_fallback_cache_does_not_retry_a_dead_redis_on_every_call(blackhole: int) -> None:
-    cache = FallbackCache(f"redis://127.0.0.1:{blackhole}/0", timeout=0.3, retry_interval=60)
+def test_fallback_cache_does_not_retry_a_dead_redis_on_every_call(silent_port: int) -> None:
+    cache = FallbackCache(f"redis://127.0.0.1:{silent_port}/0", timeout=0.3, retry_interval=60)
     try:
         cache.set("k", 1)  # pays the timeout once
         started = time.monotonic()
@@ -748,7 +688,7 @@ class Env:
     cleanup: ExitStack
 
     def blackhole(self) -> int:
-        return int(self.request.getfixturevalue("blackhole"))
+        return int(self.request.getfixturevalue("silent_port"))
 
 
 def all_up(env: Env) -> Stack:

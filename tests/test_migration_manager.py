@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from helpers.db import table_names
 from sqlalchemy.pool import NullPool
 
 from ai_secretary_schema import commands
@@ -41,15 +42,6 @@ def execute(url: str, *statements: str) -> None:
         with engine.begin() as connection:
             for statement in statements:
                 connection.exec_driver_sql(statement)
-    finally:
-        engine.dispose()
-
-
-def table_names(url: str) -> set[str]:
-    engine = sa.create_engine(url, poolclass=NullPool)
-    try:
-        with engine.connect() as connection:
-            return set(sa.inspect(connection).get_table_names())
     finally:
         engine.dispose()
 

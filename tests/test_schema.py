@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from helpers.db import DESIGN_DDL, ID_COLUMN
 from sqlalchemy import Engine, make_url
 
 from ai_secretary_schema import commands
@@ -35,30 +36,6 @@ DESIGN_PERFORMANCE_ALERTS = [
     ("created_at", sa.DateTime, None, True, "CURRENT_TIMESTAMP"),
     ("updated_at", sa.DateTime, None, True, "CURRENT_TIMESTAMP"),
 ]
-
-DESIGN_DDL = """
-CREATE TABLE IF NOT EXISTS performance_alerts (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    alert_type VARCHAR(50) NOT NULL,
-    severity VARCHAR(20) NOT NULL,
-    title VARCHAR(200) NOT NULL,
-    description TEXT,
-    endpoint VARCHAR(200),
-    service_name VARCHAR(100),
-    metric_value FLOAT,
-    threshold_value FLOAT,
-    status VARCHAR(20) DEFAULT 'active',
-    acknowledged_by VARCHAR(100),
-    acknowledged_at TIMESTAMP,
-    resolved_at TIMESTAMP,
-    first_occurrence TIMESTAMP DEFAULT CURRENT_TIMESTAMP,
-    last_occurrence TIMESTAMP DEFAULT CURRENT_TIMESTAMP,
-    occurrence_count INTEGER DEFAULT 1,
-    alert_metadata TEXT,
-    created_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP,
-    updated_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP
-)
-"""
 
 
 @pytest.fixture
@@ -111,7 +88,7 @@ def test_performance_alerts_column_matches_the_design(
 def test_design_ddl_and_migration_reflect_identically_on_sqlite(tmp_path: Path) -> None:
     design = sa.create_engine(f"sqlite:///{tmp_path / 'design.db'}")
     with design.begin() as connection:
-        connection.exec_driver_sql(DESIGN_DDL)
+        connection.exec_driver_sql(DESIGN_DDL.format(id=ID_COLUMN["sqlite"]))
     migrated_url = f"sqlite:///{tmp_path / 'migrated.db'}"
     commands.upgrade(migrated_url)
     migrated = sa.create_engine(migrated_url)

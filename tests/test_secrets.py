@@ -10,16 +10,14 @@ driver's and SQLAlchemy's included. The sentinel must appear nowhere, in any spe
 from __future__ import annotations
 
 import logging
-import socket
 import traceback
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from urllib.parse import quote, quote_plus
 
-import psycopg2
 import pytest
-from pytest_postgresql.executors.noop import NoopExecutor
+from helpers.db import admin_connection
 
 from ai_secretary_schema.connection import ConnectionResult, RetryPolicy, SmartConnectionManager
 from ai_secretary_schema.errors import ConnectionErrorKind, SchemaError
@@ -60,15 +58,9 @@ SCENARIOS: list[tuple[str, str, Kind | None]] = [
 
 
 @pytest.fixture
-def roles(postgresql_server: NoopExecutor) -> Iterator[dict[str, str]]:
+def roles() -> Iterator[dict[str, str]]:
     """A NOLOGIN and a LOGIN role, both with the sentinel as password; dropped afterwards."""
-    admin = psycopg2.connect(
-        host=postgresql_server.host,
-        port=postgresql_server.port,
-        user=postgresql_server.user,
-        dbname="postgres",
-    )
-    admin.autocommit = True
+    admin = admin_connection()
     names = {kind: f"ais_test_{uuid.uuid4().hex[:12]}" for kind in ("nologin", "login")}
     with admin.cursor() as cursor:
         for kind, name in names.items():
@@ -79,15 +71,6 @@ def roles(postgresql_server: NoopExecutor) -> Iterator[dict[str, str]]:
         for name in names.values():
             cursor.execute(f"DROP ROLE IF EXISTS {name}")
     admin.close()
-
-
-@pytest.fixture
-def silent_port() -> Iterator[int]:
-    """A port on 127.0.0.1 that accepts TCP connections and never answers (a hung server)."""
-    with socket.socket() as server:
-        server.bind(("127.0.0.1", 0))
-        server.listen(16)
-        yield server.getsockname()[1]
 
 
 @pytest.fixture
