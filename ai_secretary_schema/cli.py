@@ -34,7 +34,15 @@ def _out(text: str) -> None:
 
 
 def _cmd_upgrade(args: argparse.Namespace) -> int:
-    _out(commands.upgrade(args.url, args.revision, script_location=args.script_location).describe())
+    if args.revision != "head":
+        state = commands.upgrade(args.url, args.revision, script_location=args.script_location)
+        _out(state.describe())
+        return 0
+    from ai_secretary_schema.migration_manager import MigrationManager
+
+    # To head, as the startup hook does: a database made before migrations is adopted first.
+    with MigrationManager(url=args.url, script_location=args.script_location) as manager:
+        _out(manager.upgrade_to_head().describe())
     return 0
 
 

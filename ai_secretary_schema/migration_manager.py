@@ -55,7 +55,9 @@ class MigrationManager:
     ``settings``); ``url`` overrides ``DATABASE_URL``; ``settings`` supplies ``SCHEMA_STARTUP``
     and ``SCHEMA_LOCK_TIMEOUT`` (default: resolved by the connection manager);
     ``script_location`` replaces the package's migrations (tests, or an application shipping its
-    own). The engine is created on first use and released by :meth:`close` (or ``with``).
+    own). The engine is created on first use and released by :meth:`close` (or ``with``). An
+    invalid URL is an error here, never a fallback: an application that runs on the
+    connection manager's SQLite fallback passes that engine's URL.
     """
 
     def __init__(
@@ -86,7 +88,9 @@ class MigrationManager:
     def engine(self) -> Engine:
         """The engine of the managed database (connects on first use; raises on failure)."""
         if self._engine is None:
-            result = self.connection_manager.connect_or_raise(self.url)
+            # Strict: a migration must run on the database that was named, never on the SQLite
+            # fallback an invalid URL would give (a caller running on the fallback passes its URL).
+            result = self.connection_manager.connect_or_raise(self.url, strict=True)
             assert result.engine is not None
             self._engine = result.engine
         return self._engine

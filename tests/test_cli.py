@@ -8,8 +8,10 @@ import sys
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
 from ai_secretary_schema.cli import main
+from ai_secretary_schema.models import Base
 
 
 def run_cli(
@@ -122,3 +124,30 @@ def test_python_dash_m_and_the_console_script_agree(tmp_path: Path) -> None:
         [str(script), "heads"], cwd=tmp_path, capture_output=True, text=True, check=False
     )
     assert via_script.stdout == run_cli("heads", cwd=tmp_path).stdout == "0002\n"
+
+
+def test_upgrade_to_head_adopts_a_database_made_before_migrations(
+    sqlite_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    engine = sa.create_engine(sqlite_url)
+    Base.metadata.create_all(engine)
+    with engine.begin() as connection:
+        connection.execute(sa.text("INSERT INTO tenants (name, slug) VALUES ('Acme', 'acme')"))
+    status = main(["upgrade", "--url", sqlite_url])
+    with engine.connect() as connection:
+        tenants = connection.execute(sa.text("SELECT slug FROM tenants")).scalars().all()
+    engine.dispose()
+    assert (status, capsys.readouterr().out.strip().endswith("(at head)"), tenants) == (
+        0,
+        True,
+        ["acme"],
+    )
+
+
+@pytest.mark.parametrize("command", ["upgrade", "current", "validate"])
+def test_a_bad_url_never_falls_back_to_the_default_sqlite_file(
+    command: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    status = main([command, "--url", "mysql://u:p@h/db"])
+    assert (status, list(tmp_path.iterdir())) == (1, [])
