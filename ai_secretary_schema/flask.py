@@ -97,10 +97,10 @@ from ai_secretary_schema.context import ApplicationContextManager
 from ai_secretary_schema.engine import create_engine
 from ai_secretary_schema.errors import ConnectionErrorKind, ExtensionAlreadyRegisteredError
 from ai_secretary_schema.health import (
-    STATEMENT_TIMEOUT_FRACTION,
     CheckResult,
     HealthStatus,
     ServiceHealthManager,
+    probe_connection,
 )
 from ai_secretary_schema.health_blueprint import create_health_blueprint
 from ai_secretary_schema.rate_limit import RateLimitingFilter
@@ -541,12 +541,7 @@ class SchemaExtension:
         from alembic.runtime.migration import MigrationContext
 
         heads, known = state.revisions()
-        timeout = state.settings.health_check_timeout * STATEMENT_TIMEOUT_FRACTION
-        with state.engine.connect() as connection:
-            if connection.dialect.name == "postgresql":
-                # SET LOCAL: ends with this transaction, the pooled connection keeps its own.
-                ms = max(1, int(timeout * 1000))
-                connection.exec_driver_sql(f"SET LOCAL statement_timeout = {ms}")
+        with probe_connection(state.engine, state.settings.health_check_timeout) as connection:
             current = tuple(MigrationContext.configure(connection).get_current_heads())
         if set(current) != set(heads):
             where = ", ".join(current) or "base (no revision applied)"

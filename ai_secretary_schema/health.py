@@ -26,7 +26,8 @@ import logging
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from enum import Enum
@@ -34,7 +35,7 @@ from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 from flask import Flask
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 from ai_secretary_schema.cache import FallbackCache
 from ai_secretary_schema.context import ApplicationContextManager
@@ -62,6 +63,18 @@ MAX_ERROR_LENGTH = 500
 #: the server cancels the query (and the connection goes back to the pool clean) just before the
 #: caller gives up waiting.
 STATEMENT_TIMEOUT_FRACTION = 0.9
+
+
+@contextmanager
+def probe_connection(engine: Engine, timeout: float) -> Iterator[Connection]:
+    """A connection for a health probe: on PostgreSQL the server cancels any statement that
+    runs past ``STATEMENT_TIMEOUT_FRACTION`` of ``timeout``."""
+    with engine.connect() as connection:
+        if connection.dialect.name == "postgresql":
+            # SET LOCAL: ends with this transaction, so the pooled connection keeps its own.
+            timeout_ms = max(1, int(timeout * STATEMENT_TIMEOUT_FRACTION * 1000))
+            connection.exec_driver_sql(f"SET LOCAL statement_timeout = {timeout_ms}")
+        yield connection
 
 
 class HealthStatus(str, Enum):
@@ -477,11 +490,7 @@ class ServiceHealthManager:
         if password:
             with self._cond:
                 self._secrets.add(str(password))
-        timeout_ms = max(1, int(self.timeout * STATEMENT_TIMEOUT_FRACTION * 1000))
-        with engine.connect() as connection:
-            if connection.dialect.name == "postgresql":
-                # SET LOCAL: ends with this transaction, so the pooled connection keeps its own.
-                connection.exec_driver_sql(f"SET LOCAL statement_timeout = {timeout_ms}")
+        with probe_connection(engine, self.timeout) as connection:
             connection.execute(sa.text(self.database_probe)).all()
         return CheckResult(HealthStatus.HEALTHY)
 
