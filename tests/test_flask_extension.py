@@ -33,7 +33,6 @@ from ai_secretary_schema.flask import (
     PACKAGE_LOGGERS,
     SchemaExtension,
     SchemaExtensionState,
-    uninstall_log_filter,
 )
 from ai_secretary_schema.models import Tenant
 
@@ -50,14 +49,10 @@ CONFIG_KEYS = (
 
 
 @pytest.fixture(autouse=True)
-def clean_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """The developer's shell must not leak a DATABASE_URL or REDIS_URL into these tests, and
-    the process-wide log filter the extension installs must not outlive the test (other tests
-    count log records)."""
+def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The developer's shell must not leak a DATABASE_URL or REDIS_URL into these tests."""
     for key in CONFIG_KEYS:
         monkeypatch.delenv(key, raising=False)
-    yield
-    uninstall_log_filter()
 
 
 @pytest.fixture
