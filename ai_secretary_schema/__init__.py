@@ -3,8 +3,9 @@
 Models, versioned Alembic migrations for SQLite and PostgreSQL, URL parsing, connection
 management, the startup hook, health checks and the Flask glue.
 
-Names are imported on first use (PEP 562), so that a process which only needs the models or a
-warm start does not pay for importing Alembic or Flask.
+The names below are what an application needs; everything else stays importable from its
+module. They are imported on first use (PEP 562), so that a process which only needs the models
+or a warm start does not pay for importing Alembic or Flask.
 """
 
 from __future__ import annotations
@@ -14,12 +15,11 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
+#: Public name -> the module that defines it.
 _EXPORTS: dict[str, str] = {
     # models
     "Base": "models",
-    "NAMING_CONVENTION": "models",
     "PerformanceAlert": "models",
-    "REQUIRED_TABLES": "models",
     "Tenant": "models",
     "User": "models",
     # errors
@@ -29,59 +29,51 @@ _EXPORTS: dict[str, str] = {
     "DatabaseConnectionError": "errors",
     "DriverMissingError": "errors",
     "ExtensionAlreadyRegisteredError": "errors",
+    "ExtensionNotRegisteredError": "errors",
     "MigrationError": "errors",
     "MigrationLockTimeout": "errors",
     "MultipleHeadsError": "errors",
     "SchemaDriftError": "errors",
     "SchemaError": "errors",
     "SchemaValidationError": "errors",
-    # configuration, URLs, secrets, connections
+    # configuration, URLs, connections
     "SchemaSettings": "settings",
     "DatabaseConfig": "url",
     "DatabaseType": "url",
     "DatabaseURLParser": "url",
     "ValidationResult": "url",
     "redact_url": "redaction",
-    "create_engine": "engine",
     "ConnectionResult": "connection",
-    "PostgreSQLConnector": "connection",
-    "RetryPolicy": "connection",
-    "SQLiteConnector": "connection",
     "SmartConnectionManager": "connection",
+    "ErrorRateLimiter": "rate_limit",
     # migrations and the startup hook
-    "RevisionState": "commands",
-    "check": "commands",
-    "current": "commands",
-    "downgrade": "commands",
-    "upgrade": "commands",
-    "make_alembic_config": "alembic_config",
-    "migrations_directory": "alembic_config",
+    "Migrator": "migrator",
+    "RevisionState": "migrator",
+    "check": "migrator",
+    "current": "migrator",
+    "downgrade": "migrator",
+    "stamp": "migrator",
+    "upgrade": "migrator",
+    "validate": "migrator",
     "MigrationManager": "migration_manager",
     "SchemaReport": "schema_report",
-    "build_schema_report": "schema_report",
-    "migration_lock": "lock",
-    "prime_caches": "warm_start",
-    "warm_check": "warm_start",
-    # Flask: context, health, cache, logging
-    "ErrorRateLimiter": "rate_limit",
-    "RateLimitingFilter": "rate_limit",
-    "ApplicationContextManager": "context",
-    "FallbackCache": "cache",
-    "InProcessCache": "cache",
-    "HealthReport": "health",
-    "HealthStatus": "health",
-    "ServiceHealth": "health",
-    "ServiceHealthManager": "health",
-    "create_health_blueprint": "health_blueprint",
+    # Flask
     "SchemaExtension": "flask",
+    "ApplicationContextManager": "flask.context",
+    "FallbackCache": "flask.cache",
+    "CheckResult": "flask.health",
+    "HealthReport": "flask.health",
+    "HealthStatus": "flask.health",
+    "ServiceHealth": "flask.health",
+    "ServiceHealthManager": "flask.health",
 }
 
+# Kept literal for type checkers; a test checks it names exactly the table's keys.
 __all__ = [
-    "NAMING_CONVENTION",
-    "REQUIRED_TABLES",
     "AdoptionError",
     "ApplicationContextManager",
     "Base",
+    "CheckResult",
     "ConnectionErrorKind",
     "ConnectionResult",
     "DatabaseConfig",
@@ -92,20 +84,17 @@ __all__ = [
     "DriverMissingError",
     "ErrorRateLimiter",
     "ExtensionAlreadyRegisteredError",
+    "ExtensionNotRegisteredError",
     "FallbackCache",
     "HealthReport",
     "HealthStatus",
-    "InProcessCache",
     "MigrationError",
     "MigrationLockTimeout",
     "MigrationManager",
+    "Migrator",
     "MultipleHeadsError",
     "PerformanceAlert",
-    "PostgreSQLConnector",
-    "RateLimitingFilter",
-    "RetryPolicy",
     "RevisionState",
-    "SQLiteConnector",
     "SchemaDriftError",
     "SchemaError",
     "SchemaExtension",
@@ -119,19 +108,13 @@ __all__ = [
     "User",
     "ValidationResult",
     "__version__",
-    "build_schema_report",
     "check",
-    "create_engine",
-    "create_health_blueprint",
     "current",
     "downgrade",
-    "make_alembic_config",
-    "migration_lock",
-    "migrations_directory",
-    "prime_caches",
     "redact_url",
+    "stamp",
     "upgrade",
-    "warm_check",
+    "validate",
 ]
 
 
@@ -149,18 +132,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
-    from ai_secretary_schema.alembic_config import make_alembic_config, migrations_directory
-    from ai_secretary_schema.cache import FallbackCache, InProcessCache
-    from ai_secretary_schema.commands import RevisionState, check, current, downgrade, upgrade
-    from ai_secretary_schema.connection import (
-        ConnectionResult,
-        PostgreSQLConnector,
-        RetryPolicy,
-        SmartConnectionManager,
-        SQLiteConnector,
-    )
-    from ai_secretary_schema.context import ApplicationContextManager
-    from ai_secretary_schema.engine import create_engine
+    from ai_secretary_schema.connection import ConnectionResult, SmartConnectionManager
     from ai_secretary_schema.errors import (
         AdoptionError,
         ConnectionErrorKind,
@@ -168,6 +140,7 @@ if TYPE_CHECKING:
         DatabaseConnectionError,
         DriverMissingError,
         ExtensionAlreadyRegisteredError,
+        ExtensionNotRegisteredError,
         MigrationError,
         MigrationLockTimeout,
         MultipleHeadsError,
@@ -176,26 +149,30 @@ if TYPE_CHECKING:
         SchemaValidationError,
     )
     from ai_secretary_schema.flask import SchemaExtension
-    from ai_secretary_schema.health import (
+    from ai_secretary_schema.flask.cache import FallbackCache
+    from ai_secretary_schema.flask.context import ApplicationContextManager
+    from ai_secretary_schema.flask.health import (
+        CheckResult,
         HealthReport,
         HealthStatus,
         ServiceHealth,
         ServiceHealthManager,
     )
-    from ai_secretary_schema.health_blueprint import create_health_blueprint
-    from ai_secretary_schema.lock import migration_lock
     from ai_secretary_schema.migration_manager import MigrationManager
-    from ai_secretary_schema.models import (
-        NAMING_CONVENTION,
-        REQUIRED_TABLES,
-        Base,
-        PerformanceAlert,
-        Tenant,
-        User,
+    from ai_secretary_schema.migrator import (
+        Migrator,
+        RevisionState,
+        check,
+        current,
+        downgrade,
+        stamp,
+        upgrade,
+        validate,
     )
-    from ai_secretary_schema.rate_limit import ErrorRateLimiter, RateLimitingFilter
+    from ai_secretary_schema.models import Base, PerformanceAlert, Tenant, User
+    from ai_secretary_schema.rate_limit import ErrorRateLimiter
     from ai_secretary_schema.redaction import redact_url
-    from ai_secretary_schema.schema_report import SchemaReport, build_schema_report
+    from ai_secretary_schema.schema_report import SchemaReport
     from ai_secretary_schema.settings import SchemaSettings
     from ai_secretary_schema.url import (
         DatabaseConfig,
@@ -203,4 +180,3 @@ if TYPE_CHECKING:
         DatabaseURLParser,
         ValidationResult,
     )
-    from ai_secretary_schema.warm_start import prime_caches, warm_check

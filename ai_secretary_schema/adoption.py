@@ -25,13 +25,18 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import Connection
 
 from ai_secretary_schema.errors import AdoptionError
+from ai_secretary_schema.history import (
+    ScriptLocation,
+    current_revisions,
+    script_directory,
+    single_head,
+)
 from ai_secretary_schema.models import Base
 
 logger = logging.getLogger(__name__)
@@ -78,39 +83,33 @@ def _reflect(connection: Connection, tables: set[str] | None = None) -> Shape:
     return shape
 
 
-def revision_shapes(script_location: str | Path | None = None) -> list[RevisionShape]:
+def revision_shapes(script_location: ScriptLocation = None) -> list[RevisionShape]:
     """The shape of the schema after each revision, base first, replayed on scratch SQLite."""
-    from alembic.runtime.environment import EnvironmentContext
-    from alembic.script import ScriptDirectory
+    from alembic import command
 
     from ai_secretary_schema.alembic_config import make_alembic_config
-    from ai_secretary_schema.commands import script_directory, single_head
     from ai_secretary_schema.engine import create_engine
-    from ai_secretary_schema.migration_env import online_options
+    from ai_secretary_schema.settings import SchemaSettings
 
     single_head(script_location)
-    script: ScriptDirectory = script_directory(script_location)
     shapes: list[RevisionShape] = []
     engine = create_engine(sa.make_url("sqlite://"), pooled=False)
     try:
         with engine.connect() as connection:
-            config = make_alembic_config(connection=connection, script_location=script_location)
 
-            def upgrade(rev: Any, _context: Any) -> Any:
-                return script._upgrade_revs("heads", rev)
-
-            def record(ctx: Any, step: Any, heads: Any, run_args: Any) -> None:
+            def record(*, step: Any, **_kw: Any) -> None:
                 (revision,) = step.up_revision_ids
                 shapes.append(RevisionShape(revision, _reflect(connection)))
 
-            # Run the migration context directly rather than through env.py, so that a callback
-            # sees the schema after each revision in a single run.
-            with EnvironmentContext(config, script, fn=upgrade, destination_rev="heads") as env:
-                env.configure(
-                    connection=connection, **online_options(connection), on_version_apply=record
-                )
-                with env.begin_transaction():
-                    env.run_migrations()
+            # One migration run through env.py, with a callback that sees the schema after
+            # each revision.
+            config = make_alembic_config(
+                SchemaSettings(database_url="sqlite://"),
+                connection=connection,
+                script_location=script_location,
+                on_version_apply=record,
+            )
+            command.upgrade(config, "heads")
     except Exception as exc:
         raise AdoptionError(
             "cannot adopt the database: replaying the migrations on a scratch SQLite database, "
@@ -139,8 +138,6 @@ def known_tables(shapes: list[RevisionShape]) -> set[str]:
 
 def needs_adoption(connection: Connection) -> bool:
     """The database has some of the package's tables but no recorded revision."""
-    from ai_secretary_schema.commands import current_revisions
-
     inspector = sa.inspect(connection)
     names = set(inspector.get_table_names())
     if VERSION_TABLE in names and current_revisions(connection):
@@ -167,7 +164,7 @@ def find_revision(live: Shape, shapes: list[RevisionShape]) -> str | None:
     return None
 
 
-def adopt(connection: Connection, script_location: str | Path | None = None) -> str:
+def adopt(connection: Connection, script_location: ScriptLocation = None) -> str:
     """Stamp the unversioned database behind ``connection`` at the revision it already has.
 
     Creates that revision's missing indexes and stamps it in one transaction, then returns the
@@ -188,19 +185,13 @@ def adopt(connection: Connection, script_location: str | Path | None = None) -> 
     with connection.begin():
         _create_missing_indexes(connection, live, expected)
         context = MigrationContext.configure(connection)
-        context.stamp(_script(script_location), revision)
+        context.stamp(script_directory(script_location), revision)
     logger.warning(
         "adopted an unversioned %s database: its tables are those of revision %s, stamped it",
         connection.dialect.name,
         revision,
     )
     return revision
-
-
-def _script(script_location: str | Path | None) -> Any:
-    from ai_secretary_schema.commands import script_directory
-
-    return script_directory(script_location)
 
 
 def _create_missing_indexes(connection: Connection, live: Shape, expected: Shape) -> None:
@@ -221,7 +212,7 @@ def _no_match(
     connection: Connection,
     live: Shape,
     shapes: list[RevisionShape],
-    script_location: str | Path | None,
+    script_location: ScriptLocation,
 ) -> AdoptionError:
     from ai_secretary_schema.schema_report import build_schema_report
 

@@ -1,60 +1,79 @@
-"""Build the Alembic :class:`~alembic.config.Config` for the package's own migrations."""
+"""Build the Alembic :class:`~alembic.config.Config` an in-process migration run uses.
+
+Every in-process door (the migrator, hence the CLI, the Python API and the startup hook; the
+Flask extension's ``flask db``) hands env.py the same things through ``config.attributes``: the
+resolved :class:`~ai_secretary_schema.settings.SchemaSettings` and, when it has one, the live
+connection or engine to migrate over. env.py then resolves nothing again.
+"""
 
 from __future__ import annotations
 
 import io
-from importlib.util import find_spec
-from pathlib import Path
-from typing import TextIO
+from collections.abc import Callable
+from typing import Any, TextIO
 
 from alembic.config import Config
-from sqlalchemy import Connection
-from sqlalchemy.engine import URL
+from sqlalchemy import Connection, Engine
 
-from ai_secretary_schema.errors import MigrationError
-from ai_secretary_schema.migration_env import IN_PROCESS
+from ai_secretary_schema.history import ScriptLocation, script_path
+from ai_secretary_schema.settings import SchemaSettings
 
-MIGRATIONS_PACKAGE = "ai_secretary_schema.migrations"
+#: ``config.attributes`` key of the resolved settings; its presence also means "in-process":
+#: env.py then leaves the host application's logging alone: fileConfig would disable its loggers.
+SETTINGS = "ai_secretary_schema.settings"
+#: ``config.attributes`` key of a callback run after each revision (``on_version_apply``).
+ON_VERSION_APPLY = "ai_secretary_schema.on_version_apply"
+#: ``config.attributes`` key of the stream each revision is reported to (``None``: the log).
+PROGRESS = "ai_secretary_schema.progress"
 
-
-def migrations_directory() -> Path:
-    """The Alembic script directory shipped with the package (``migrations/`` in a checkout)."""
-    # The directory is mapped into the package at build time (pyproject.toml), so it is found
-    # through the import system rather than relative to this file.
-    spec = find_spec(MIGRATIONS_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        raise MigrationError(
-            f"the migrations ({MIGRATIONS_PACKAGE}) are not installed with the package; "
-            "reinstall ai-secretary-schema (pip install --force-reinstall ai-secretary-schema)"
-        )
-    return Path(next(iter(spec.submodule_search_locations))).resolve()
+VersionCallback = Callable[..., None]
 
 
-def escape_for_configparser(value: str) -> str:
-    """Alembic's ConfigParser treats ``%`` as interpolation; a URL-encoded password has them."""
-    return value.replace("%", "%%")
+def configure_in_process(
+    config: Config,
+    settings: SchemaSettings,
+    *,
+    connection: Connection | Engine | None = None,
+    on_version_apply: VersionCallback | None = None,
+    progress: TextIO | None = None,
+) -> Config:
+    """Mark ``config`` as an in-process run of these ``settings`` (and this connection).
+
+    ``progress`` is where each revision is reported as it runs (a command line passes
+    ``sys.stdout``); ``None`` logs it at INFO instead.
+    """
+    config.attributes[SETTINGS] = settings
+    config.attributes[PROGRESS] = progress
+    if connection is not None:
+        config.attributes["connection"] = connection
+    if on_version_apply is not None:
+        config.attributes[ON_VERSION_APPLY] = on_version_apply
+    return config
 
 
 def make_alembic_config(
-    url: URL | None = None,
+    settings: SchemaSettings | None = None,
     *,
-    connection: Connection | None = None,
-    script_location: str | Path | None = None,
+    connection: Connection | Engine | None = None,
+    script_location: ScriptLocation = None,
     output: TextIO | None = None,
+    on_version_apply: VersionCallback | None = None,
+    progress: TextIO | None = None,
+    **attributes: Any,
 ) -> Config:
     """A Config for the package's migrations, for use in-process.
 
-    ``url`` (already parsed and normalised) or ``connection`` says where to migrate; with
-    neither, env.py resolves ``DATABASE_URL``. ``script_location`` replaces the shipped
-    migrations (tests use a scratch directory). ``output`` receives offline SQL.
+    ``settings`` say where to migrate (default: resolved from the environment) unless a
+    ``connection`` (or engine) is given. ``script_location`` replaces the shipped migrations
+    (tests use a scratch directory). ``output`` receives offline SQL.
     """
     config = Config(output_buffer=output if output is not None else io.StringIO())
-    config.set_main_option("script_location", str(script_location or migrations_directory()))
-    if url is not None:
-        config.set_main_option(
-            "sqlalchemy.url", escape_for_configparser(url.render_as_string(hide_password=False))
-        )
-    if connection is not None:
-        config.attributes["connection"] = connection
-    config.attributes[IN_PROCESS] = True
-    return config
+    config.set_main_option("script_location", str(script_path(script_location)))
+    config.attributes.update(attributes)
+    return configure_in_process(
+        config,
+        settings if settings is not None else SchemaSettings.resolve(),
+        connection=connection,
+        on_version_apply=on_version_apply,
+        progress=progress,
+    )

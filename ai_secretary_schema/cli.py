@@ -1,7 +1,9 @@
 """``ai-secretary-schema``: the package's migrations from the command line.
 
-A thin layer: each command calls a library function, prints its result, and turns the package's
-typed errors (connection failures included) into a one-line, redacted message on stderr and exit
+A thin layer over :class:`~ai_secretary_schema.migrator.Migrator`: the settings are resolved
+once (``--url``, else ``DATABASE_URL``, else ``sqlite:///ai_secretary.db``; an empty ``--url``
+is an error), each command calls one method, prints its result, and turns the package's typed
+errors (connection failures included) into a one-line, redacted message on stderr and exit
 status 1 (2 for bad usage).
 
 ``check`` is the drift check for CI: it upgrades a scratch database to head and compares it with
@@ -19,58 +21,55 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 
-from ai_secretary_schema import commands
 from ai_secretary_schema.errors import SchemaError
+from ai_secretary_schema.migrator import Migrator, check
 from ai_secretary_schema.redaction import redact_text
 from ai_secretary_schema.schema_report import SchemaReport
+from ai_secretary_schema.settings import SchemaSettings
 
 logger = logging.getLogger("ai_secretary_schema.cli")
 
-Handler = Callable[[argparse.Namespace], int]
+Handler = Callable[[argparse.Namespace, Migrator], int]
 
 
 def _out(text: str) -> None:
     sys.stdout.write(text if text.endswith("\n") else text + "\n")
 
 
-def _cmd_upgrade(args: argparse.Namespace) -> int:
-    if args.revision != "head":
-        state = commands.upgrade(args.url, args.revision, script_location=args.script_location)
-        _out(state.describe())
-        return 0
-    from ai_secretary_schema.migration_manager import MigrationManager
-
-    # To head, as the startup hook does: a database made before migrations is adopted first.
-    with MigrationManager(url=args.url, script_location=args.script_location) as manager:
-        _out(manager.upgrade_to_head().describe())
+def _cmd_upgrade(args: argparse.Namespace, migrator: Migrator) -> int:
+    _out(migrator.upgrade(args.revision).describe())
     return 0
 
 
-def _cmd_downgrade(args: argparse.Namespace) -> int:
-    state = commands.downgrade(args.url, args.revision, script_location=args.script_location)
-    _out(state.describe())
+def _cmd_downgrade(args: argparse.Namespace, migrator: Migrator) -> int:
+    _out(migrator.downgrade(args.revision).describe())
     return 0
 
 
-def _cmd_current(args: argparse.Namespace) -> int:
-    _out(commands.current(args.url, script_location=args.script_location).describe())
+def _cmd_stamp(args: argparse.Namespace, migrator: Migrator) -> int:
+    _out(migrator.stamp(args.revision).describe())
     return 0
 
 
-def _cmd_history(args: argparse.Namespace) -> int:
-    for line in commands.history(args.script_location):
+def _cmd_current(args: argparse.Namespace, migrator: Migrator) -> int:
+    _out(migrator.current().describe())
+    return 0
+
+
+def _cmd_history(args: argparse.Namespace, migrator: Migrator) -> int:
+    for line in migrator.history():
         _out(line)
     return 0
 
 
-def _cmd_heads(args: argparse.Namespace) -> int:
-    for head in commands.heads(args.script_location):
+def _cmd_heads(args: argparse.Namespace, migrator: Migrator) -> int:
+    for head in migrator.heads():
         _out(head)
     return 0
 
 
-def _cmd_sql(args: argparse.Namespace) -> int:
-    _out(commands.offline_sql(args.url, args.revision, script_location=args.script_location))
+def _cmd_sql(args: argparse.Namespace, migrator: Migrator) -> int:
+    _out(migrator.sql(args.revision))
     return 0
 
 
@@ -79,15 +78,12 @@ def _report(report: SchemaReport, as_json: bool) -> int:
     return 0 if report.ok else 1
 
 
-def _cmd_check(args: argparse.Namespace) -> int:
-    return _report(commands.check(args.url, script_location=args.script_location), args.json)
+def _cmd_check(args: argparse.Namespace, migrator: Migrator) -> int:
+    return _report(check(args.url, script_location=args.script_location), args.json)
 
 
-def _cmd_validate(args: argparse.Namespace) -> int:
-    from ai_secretary_schema.migration_manager import MigrationManager
-
-    with MigrationManager(url=args.url, script_location=args.script_location) as manager:
-        return _report(manager.validate_schema(), args.json)
+def _cmd_validate(args: argparse.Namespace, migrator: Migrator) -> int:
+    return _report(migrator.validate(), args.json)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -124,6 +120,9 @@ def build_parser() -> argparse.ArgumentParser:
     add("downgrade", _cmd_downgrade, "downgrade the database to REVISION").add_argument(
         "revision", help="target revision: an id, -1, or base"
     )
+    add("stamp", _cmd_stamp, "record REVISION without running migrations").add_argument(
+        "revision", help="revision to record: an id, head, or base"
+    )
     add("current", _cmd_current, "show the database's revision")
     add("history", _cmd_history, "list the revisions, newest first")
     add("heads", _cmd_heads, "list the head revision(s)")
@@ -155,7 +154,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     handler: Handler = args.handler
     try:
-        return handler(args)
+        settings = SchemaSettings.resolve(database_url=args.url)
+        with Migrator(
+            settings, script_location=args.script_location, progress=sys.stdout
+        ) as migrator:
+            return handler(args, migrator)
     except SchemaError as exc:
         message = " | ".join(line.strip() for line in str(exc).splitlines() if line.strip())
         sys.stderr.write(f"ai-secretary-schema: error: {redact_text(message)}\n")

@@ -41,13 +41,14 @@ import logging
 import random
 import time
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Protocol
 
 import sqlalchemy as sa
-from sqlalchemy.engine import URL, Engine
+from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.exc import DBAPIError, NoSuchModuleError
 
-from ai_secretary_schema.engine import create_engine
+from ai_secretary_schema.engine import create_engine, sqlite_file_path
 from ai_secretary_schema.errors import ConnectionErrorKind, DatabaseConnectionError
 from ai_secretary_schema.rate_limit import ErrorRateLimiter, log_limited
 from ai_secretary_schema.redaction import redact_text, redact_url
@@ -368,12 +369,37 @@ class SQLiteConnector:
         )
 
 
+def _default_file() -> Path:
+    path = sqlite_file_path(make_url(DEFAULT_DATABASE_URL))
+    assert path is not None
+    return path.resolve()
+
+
+def _log_default_file(settings: SchemaSettings) -> None:
+    """Say which file a connection without a configured URL uses: a blank secret (an empty
+    ``DATABASE_URL``) must not go unnoticed, an unset one is worth one line."""
+    source = settings.sources.get("database_url", "default")
+    if source.endswith("(empty)"):
+        where = "app.config" if source.startswith("app.config") else "the environment"
+        logger.warning(
+            "DATABASE_URL is set but empty in %s; using the default SQLite file %s. Set it to "
+            "the database's URL (or unset it to use that file on purpose).",
+            where,
+            _default_file(),
+        )
+    else:
+        logger.info("DATABASE_URL is not set; using the default SQLite file %s", _default_file())
+
+
 class SmartConnectionManager:
-    """Resolve, parse and connect; fall back to SQLite only for an invalid URL, and say so.
+    """Connect to the configured database; fall back to SQLite only for an invalid URL, and
+    say so.
 
     ``settings`` defaults to :meth:`SchemaSettings.resolve` at each :meth:`connect` (so the
     environment is read then); the ``url`` and ``strict`` arguments of :meth:`connect` override
-    it. ``parser`` and ``retry`` are there for tests and special deployments.
+    it. The URL is parsed once, by the settings (:attr:`SchemaSettings.database`). ``parser``
+    (for the fallback's URL and the design's ``manager.parser``) and ``retry`` are there for
+    tests and special deployments.
     """
 
     def __init__(
@@ -385,30 +411,11 @@ class SmartConnectionManager:
     ) -> None:
         self.settings = settings
         self.parser = parser or DatabaseURLParser()
+        self._own_parser = parser is not None
         self.connectors: dict[DatabaseType, Connector] = {
             DatabaseType.POSTGRESQL: PostgreSQLConnector(retry),
             DatabaseType.SQLITE: SQLiteConnector(),
         }
-
-    def resolve_settings(
-        self, url: str | URL | None = None, *, strict: bool | None = None
-    ) -> SchemaSettings:
-        """The settings a :meth:`connect` with these arguments uses (a blank URL is no URL)."""
-        if isinstance(url, URL):
-            url = url.render_as_string(hide_password=False)
-        if url is not None and not url.strip():
-            url = None
-        if self.settings is None:
-            settings = SchemaSettings.resolve(database_url=url, database_strict=strict)
-        else:
-            settings = self.settings
-            if url is not None:
-                settings = replace(settings, database_url=url)
-            if strict is not None:
-                settings = replace(settings, database_strict=strict)
-        if not settings.database_url.strip():
-            settings = replace(settings, database_url=DEFAULT_DATABASE_URL)
-        return settings
 
     def connect(
         self, url: str | URL | None = None, *, strict: bool | None = None
@@ -418,8 +425,18 @@ class SmartConnectionManager:
         Raises :class:`DatabaseConfigError` only in strict mode, for an invalid URL; connection
         failures come back as a result with ``success=False`` (see the module's table).
         """
-        settings = self.resolve_settings(url, strict=strict)
-        config = self.parser.parse_url(settings.database_url)
+        if isinstance(url, str) and not url.strip():
+            url = None  # the design: an empty URL means the default file, as an unset one does
+        base = self.settings if self.settings is not None else SchemaSettings.resolve()
+        settings = base.override(database_url=url, database_strict=strict)
+        if settings.database_url is None:
+            _log_default_file(settings)
+        # A parser of the caller's (a test simulating a missing driver) reads the URL itself.
+        config = (
+            self.parser.parse_url(settings.database_url or DEFAULT_DATABASE_URL)
+            if self._own_parser
+            else settings.database
+        )
         if not config.is_valid:
             if settings.database_strict:
                 raise config_error(config)
@@ -450,10 +467,11 @@ class SmartConnectionManager:
             logger,
             LOG_LIMITER,
             f"fallback:{invalid.connection_string}",
-            logging.ERROR,
-            "Invalid database URL, falling back to SQLite %s (set DATABASE_STRICT=1 to make "
-            "this an error): %s",
-            DEFAULT_DATABASE_URL,
+            logging.WARNING,
+            "The configured database URL %s is invalid; falling back to the SQLite file %s "
+            "(set DATABASE_STRICT=1 to make this an error): %s",
+            invalid.connection_string or "''",
+            _default_file(),
             invalid.error_message,
         )
         fallback = self.parser.parse_url(DEFAULT_DATABASE_URL)

@@ -16,6 +16,7 @@ from sqlalchemy.engine import URL, Engine
 from sqlalchemy.pool import NullPool, StaticPool
 
 from ai_secretary_schema.settings import SchemaSettings
+from ai_secretary_schema.transport import check_transport
 
 #: Milliseconds a SQLite connection waits for another writer before "database is locked".
 SQLITE_BUSY_TIMEOUT_MS = 30_000
@@ -87,7 +88,8 @@ def create_engine(
 
     ``pooled=False`` gives a :class:`~sqlalchemy.pool.NullPool` engine for one-off work such as
     a migration run (in-memory SQLite keeps its single shared connection regardless). The parent
-    directory of a SQLite file is created (:class:`OSError` when it cannot be).
+    directory of a SQLite file is created (:class:`OSError` when it cannot be). A remote
+    PostgreSQL URL without TLS is warned about, or refused (:mod:`ai_secretary_schema.transport`).
     """
     options = engine_options(url, settings)
     if url.get_backend_name() == "sqlite":
@@ -101,9 +103,16 @@ def create_engine(
             if key not in ("pool_size", "max_overflow", "pool_recycle", "pool_timeout")
         }
         options["poolclass"] = NullPool
-    engine = sa.create_engine(url, **options)
-    if url.get_backend_name() == "sqlite":
-        _configure_sqlite(engine, memory=is_sqlite_memory(url))
+    return configure_engine(sa.create_engine(url, **options), settings)
+
+
+def configure_engine(engine: Engine, settings: SchemaSettings | None = None) -> Engine:
+    """Give an engine built elsewhere (Flask-SQLAlchemy's) what :func:`create_engine` gives its
+    own: the transport check and, on SQLite, foreign keys, WAL, a busy timeout and real
+    transactions, applied to each connection as it is made."""
+    check_transport(engine.url, settings or SchemaSettings())
+    if engine.url.get_backend_name() == "sqlite":
+        _configure_sqlite(engine, memory=is_sqlite_memory(engine.url))
     return engine
 
 

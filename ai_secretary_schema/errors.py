@@ -107,3 +107,7 @@ class AdoptionError(SchemaValidationError):
 
 class ExtensionAlreadyRegisteredError(SchemaError, RuntimeError):
     """The Flask extension was initialised twice on the same application."""
+
+
+class ExtensionNotRegisteredError(SchemaError, RuntimeError):
+    """Something needs the Flask extension of an application on which it is not registered."""

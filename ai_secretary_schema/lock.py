@@ -1,9 +1,9 @@
 """The migration lock: one upgrade at a time per database, across threads, processes and hosts.
 
-:func:`migration_lock` is held around every upgrade and downgrade the package runs (the CLI,
-:mod:`ai_secretary_schema.commands`, the startup hook of
-:class:`~ai_secretary_schema.migration_manager.MigrationManager`), so a fleet of
-workers that all start at once migrate the database exactly once: the first one to get the lock
+:func:`migration_lock` is taken by env.py for every online run that writes the version table
+(:func:`ai_secretary_schema.migration_env.lock_if_writing`), so ``alembic``, ``flask db``, the
+CLI, the Python API and the startup hook all serialise on it, and a fleet of workers that all
+start at once migrate the database exactly once: the first one to get the lock
 upgrades, the others wait, then find the database at head and do nothing.
 
 Three layers, taken in this order:
@@ -72,6 +72,7 @@ from sqlalchemy.exc import DBAPIError
 from ai_secretary_schema.engine import create_engine, sqlite_file_path
 from ai_secretary_schema.errors import DatabaseConnectionError, MigrationLockTimeout
 from ai_secretary_schema.redaction import redact_text, redact_url, url_password
+from ai_secretary_schema.settings import SchemaSettings
 
 logger = logging.getLogger(__name__)
 
@@ -118,16 +119,25 @@ def _held_keys() -> set[str]:
 
 
 @contextmanager
-def migration_lock(engine_or_url: Engine | URL, timeout: float) -> Iterator[None]:
+def migration_lock(
+    engine_or_url: Engine | URL,
+    settings: SchemaSettings | None = None,
+    *,
+    timeout: float | None = None,
+) -> Iterator[None]:
     """Hold the migration lock of a database for the duration of the ``with`` block.
 
     ``engine_or_url`` names the database (only its URL is used: the lock takes a connection of
-    its own). ``timeout`` is how many seconds to wait for another thread or process holding it
-    (``0``: do not wait); then :class:`~ai_secretary_schema.errors.MigrationLockTimeout` is
-    raised. See the module's documentation for what the lock is on each dialect, and why a
-    pooler in transaction mode defeats it on PostgreSQL.
+    its own, made with ``settings``' connect timeout). ``timeout`` is how many seconds to wait
+    for another thread or process holding it (default ``SCHEMA_LOCK_TIMEOUT``; ``0``: do not
+    wait); then :class:`~ai_secretary_schema.errors.MigrationLockTimeout` is raised. See the
+    module's documentation for what the lock is on each dialect, and why a pooler in
+    transaction mode defeats it on PostgreSQL.
     """
     url = engine_or_url.url if isinstance(engine_or_url, Engine) else engine_or_url
+    settings = settings if settings is not None else SchemaSettings()
+    if timeout is None:
+        timeout = settings.schema_lock_timeout
     identity = _lock_identity(url)
     held = _held_keys()
     if identity in held:
@@ -146,7 +156,7 @@ def migration_lock(engine_or_url: Engine | URL, timeout: float) -> Iterator[None
         held.add(identity)
         try:
             if backend == "postgresql":
-                with _postgresql_lock(url, timeout, deadline):
+                with _postgresql_lock(url, settings, timeout, deadline):
                     yield
             elif backend == "sqlite" and sqlite_file_path(url) is not None:
                 path = sqlite_file_path(url)
@@ -192,9 +202,11 @@ def _timeout_message(url: URL, key: int, timeout: float, holders: list[int]) -> 
 
 
 @contextmanager
-def _postgresql_lock(url: URL, timeout: float, deadline: float) -> Iterator[None]:
+def _postgresql_lock(
+    url: URL, settings: SchemaSettings, timeout: float, deadline: float
+) -> Iterator[None]:
     key = advisory_lock_key(url.database or "")
-    engine = create_engine(url, pooled=False)
+    engine = create_engine(url, settings, pooled=False)
     try:
         try:
             connection = engine.connect().execution_options(isolation_level="AUTOCOMMIT")

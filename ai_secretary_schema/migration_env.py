@@ -1,41 +1,53 @@
-"""What ``migrations/env.py`` does, kept in the package where it can be typed and tested.
+"""What ``migrations/env.py`` does, for every door into the migrations.
 
-The URL of a migration run is resolved in this order: a live connection in
-``config.attributes["connection"]``, ``-x url=…``, the ``sqlalchemy.url`` option (set by the
-package's API and the Flask extension, escaped for ConfigParser), then :class:`SchemaSettings`
-(``DATABASE_URL``, else ``sqlite:///ai_secretary.db``). Whatever the source, the URL goes
-through :class:`DatabaseURLParser`, so ``postgres://`` and a plain ``postgresql://`` reach the
-installed driver, and a malformed URL stops the run before anything is touched.
+Every online run of the package's migrations passes through env.py's
+``run_migrations_online()``: ``alembic upgrade``, ``flask db upgrade``, the CLI, the Python API
+and the startup hook alike. That is why the migration lock is taken there
+(:func:`lock_if_writing`): a run that changes the version table (upgrade, downgrade, stamp) holds
+it from before it reads the database's revision until it has committed, so any number of
+processes may run any mix of those commands at once. The lock is re-entrant
+within a thread: the migrator, which also adopts old databases under it, takes it first.
+
+Where the settings come from: an in-process caller hands its resolved
+:class:`~ai_secretary_schema.settings.SchemaSettings` in ``config.attributes`` (see
+:mod:`ai_secretary_schema.alembic_config`); the ``alembic`` command line resolves them here, once,
+with ``-x url=…`` (else the ``sqlalchemy.url`` option) as the explicit URL, then
+``DATABASE_URL``, then ``sqlite:///ai_secretary.db``. Either way the URL went through
+:class:`~ai_secretary_schema.url.DatabaseURLParser` and the engine gets the configured connect
+timeout.
 """
 
 from __future__ import annotations
 
 import logging
 import logging.config
+import sys
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
 from alembic.config import Config
+from alembic.runtime.environment import EnvironmentContext
+from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Connection, Engine
-from sqlalchemy.engine import URL
+from sqlalchemy.types import TypeDecorator
 
+from ai_secretary_schema.alembic_config import ON_VERSION_APPLY, PROGRESS, SETTINGS
 from ai_secretary_schema.engine import create_engine
+from ai_secretary_schema.lock import migration_lock
 from ai_secretary_schema.models import Base
+from ai_secretary_schema.progress import MigrationProgress
 from ai_secretary_schema.settings import SchemaSettings
-from ai_secretary_schema.url import DatabaseURLParser
 
 logger = logging.getLogger(__name__)
 
-#: Set by in-process callers (the package's API, the Flask extension): env.py then leaves the
-#: host application's logging alone instead of applying alembic.ini's (alembic issue 714).
-IN_PROCESS = "ai_secretary_schema.in_process"
+_RUN_SETTINGS = "ai_secretary_schema.run_settings"
 
 
 def configure_logging(config: Config) -> None:
     """Apply alembic.ini's logging only when run from the ``alembic`` command line."""
-    if config.attributes.get(IN_PROCESS):
+    if SETTINGS in config.attributes:
         return
     ini = config.config_file_name
     if ini and Path(ini).is_file() and config.file_config.has_section("loggers"):
@@ -43,12 +55,34 @@ def configure_logging(config: Config) -> None:
         logging.config.fileConfig(ini, disable_existing_loggers=False)
 
 
-def resolve_migration_url(config: Config, x_arguments: Mapping[str, str]) -> URL:
-    """The URL a migration run uses, normalised and checked by :class:`DatabaseURLParser`."""
-    raw = x_arguments.get("url") or config.get_main_option("sqlalchemy.url") or None
-    if not raw:
-        raw = SchemaSettings.resolve().database_url
-    return DatabaseURLParser().require(raw).url
+def run_settings(config: Config, x_arguments: Mapping[str, str]) -> SchemaSettings:
+    """The settings of this run, resolved once: the caller's, or from the command line.
+
+    ``-x url=…`` wins over everything, the caller's engine included (``flask db -x url=…``
+    migrates the database it names, not the application's).
+    """
+    memo = config.attributes.get(_RUN_SETTINGS)
+    if isinstance(memo, SchemaSettings):
+        return memo
+    given = config.attributes.get(SETTINGS)
+    explicit = x_arguments.get("url")
+    if isinstance(given, SchemaSettings):
+        settings = given.override(database_url=explicit)
+    else:
+        fallback = config.get_main_option("sqlalchemy.url") or None
+        settings = SchemaSettings.resolve(
+            database_url=explicit if explicit is not None else fallback
+        )
+    if explicit is not None:
+        config.attributes.pop("connection", None)
+    config.attributes[_RUN_SETTINGS] = settings
+    return settings
+
+
+def changes_versions(context: MigrationContext) -> bool:
+    """Whether this run writes the version table: upgrade, downgrade and stamp name a
+    destination revision; current, check, history and autogenerate do not, and only read."""
+    return context.opts.get("destination_rev") is not None
 
 
 def include_name(
@@ -64,9 +98,19 @@ def include_name(
     return True
 
 
+def render_item(type_: str, obj: Any, autogen_context: Any) -> str | Literal[False]:
+    """Autogenerate renders the models' type decorators as the plain types they store as, so a
+    revision never imports the package (it must run on any later version of it)."""
+    if type_ == "type" and isinstance(obj, TypeDecorator):
+        autogen_context.imports.add("import sqlalchemy as sa")
+        return f"sa.{obj.impl!r}"
+    return False
+
+
 def _common_options(dialect_name: str) -> dict[str, Any]:
     return {
         "target_metadata": Base.metadata,
+        "render_item": render_item,
         "compare_type": True,
         "compare_server_default": True,
         "include_name": include_name,
@@ -78,14 +122,37 @@ def _common_options(dialect_name: str) -> dict[str, Any]:
     }
 
 
-def online_options(connection: Connection) -> dict[str, Any]:
+def online_options(
+    connection: Connection, config: Config | None = None, progress: MigrationProgress | None = None
+) -> dict[str, Any]:
     """Keyword arguments for ``context.configure`` when migrating over ``connection``."""
-    return _common_options(connection.dialect.name)
+    options = _common_options(connection.dialect.name)
+    callbacks = [
+        callback
+        for callback in (
+            None if config is None else config.attributes.get(ON_VERSION_APPLY),
+            None if progress is None else progress.finished,
+        )
+        if callback is not None
+    ]
+    if callbacks:
+        options["on_version_apply"] = callbacks
+    return options
 
 
-def offline_options(url: URL) -> dict[str, Any]:
-    """Keyword arguments for ``context.configure`` when emitting SQL for ``url``'s dialect."""
+def progress_for(config: Config) -> MigrationProgress:
+    """How this run reports its revisions: as its in-process caller asked, else (the ``alembic``
+    command line) on standard output."""
+    if PROGRESS in config.attributes:
+        return MigrationProgress(config.attributes[PROGRESS])
+    return MigrationProgress(None if SETTINGS in config.attributes else sys.stdout)
+
+
+def offline_options(settings: SchemaSettings) -> dict[str, Any]:
+    """Keyword arguments for ``context.configure`` when emitting SQL for the URL's dialect."""
+    url = settings.url
     return {
+        "url": url,
         **_common_options(url.get_backend_name()),
         "literal_binds": True,
         "dialect_opts": {"paramstyle": "named"},
@@ -93,27 +160,39 @@ def offline_options(url: URL) -> dict[str, Any]:
 
 
 @contextmanager
-def migration_connection(config: Config, x_arguments: Mapping[str, str]) -> Iterator[Connection]:
-    """The connection to migrate over: the caller's, or a new one on the resolved URL.
-
-    A caller may pass a Connection or, as pytest-alembic does, an Engine.
-    """
+def migration_connection(env: EnvironmentContext) -> Iterator[Connection]:
+    """The connection to migrate over: the caller's connection or engine
+    (``config.attributes["connection"]``; pytest-alembic passes an engine), else one opened on
+    the run's URL with the configured timeouts."""
+    config = env.config
+    settings = run_settings(config, env.get_x_argument(as_dictionary=True))
     given = config.attributes.get("connection")
-    if isinstance(given, Engine):
-        with given.connect() as connection, _sqlite_foreign_keys_off(connection):
-            yield connection
-        return
-    if given is not None:
+    if isinstance(given, Connection):
         with _sqlite_foreign_keys_off(given):
             yield given
         return
-    url = resolve_migration_url(config, x_arguments)
-    engine = create_engine(url, pooled=False)
+    engine = (
+        given if isinstance(given, Engine) else create_engine(settings.url, settings, pooled=False)
+    )
     try:
         with engine.connect() as connection, _sqlite_foreign_keys_off(connection):
             yield connection
     finally:
-        engine.dispose()
+        if engine is not given:
+            engine.dispose()
+
+
+@contextmanager
+def lock_if_writing(env: EnvironmentContext) -> Iterator[None]:
+    """The migration lock of the run's database, held while a run that writes the version
+    table reads the revision, migrates and commits (called after ``context.configure``)."""
+    context = env.get_context()
+    if not changes_versions(context):
+        yield
+        return
+    settings = run_settings(env.config, env.get_x_argument(as_dictionary=True))
+    with migration_lock(context.connection.engine.url, settings):  # type: ignore[union-attr]
+        yield
 
 
 @contextmanager

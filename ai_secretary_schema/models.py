@@ -1,7 +1,9 @@
 """SQLAlchemy 2.0 declarative models of the AI Secretary.
 
 Every server-side default is a *server* default so that rows written by raw SQL, other services
-or the migrations themselves get it too. ``Base.metadata`` carries a naming convention for every
+or the migrations themselves get it too. Datetimes mean the same on both dialects: time-zone
+columns read back aware UTC values (:class:`UTCDateTime`), and the design's naive ``TIMESTAMP``
+columns hold UTC (:class:`UTCTimestamp`). ``Base.metadata`` carries a naming convention for every
 kind of constraint and index: SQLite batch migrations can only alter or drop what has a name.
 """
 
@@ -25,7 +27,9 @@ from sqlalchemy import (
     text,
     true,
 )
+from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.types import TypeDecorator
 
 NAMING_CONVENTION: dict[str, str] = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -34,6 +38,52 @@ NAMING_CONVENTION: dict[str, str] = {
     "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
     "pk": "pk_%(table_name)s",
 }
+
+
+class UTCDateTime(TypeDecorator[dt.datetime]):
+    """``TIMESTAMP WITH TIME ZONE`` that reads back an aware UTC datetime on every dialect.
+
+    PostgreSQL returns aware values in the session's time zone and SQLite (which has no time
+    zone type) naive ones; both become UTC here, so application code compares and formats them
+    the same way. A naive value written is taken to be UTC already.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: dt.datetime | None, dialect: Dialect) -> dt.datetime | None:
+        if value is None:
+            return None
+        utc = (
+            value.replace(tzinfo=dt.timezone.utc)
+            if value.tzinfo is None
+            else value.astimezone(dt.timezone.utc)
+        )
+        # SQLite stores the text it is given: keep it naive UTC, as CURRENT_TIMESTAMP writes it.
+        return utc.replace(tzinfo=None) if dialect.name == "sqlite" else utc
+
+    def process_result_value(
+        self, value: dt.datetime | None, dialect: Dialect
+    ) -> dt.datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=dt.timezone.utc)
+        return value.astimezone(dt.timezone.utc)
+
+
+class UTCTimestamp(TypeDecorator[dt.datetime]):
+    """The design's naive ``TIMESTAMP``, holding UTC: an aware value is converted to UTC before
+    its zone is dropped (PostgreSQL would otherwise drop the zone without converting, SQLite
+    would keep the local wall time), so ``12:00+02:00`` is stored as ``10:00`` on both."""
+
+    impl = TIMESTAMP
+    cache_ok = True
+
+    def process_bind_param(self, value: dt.datetime | None, dialect: Dialect) -> dt.datetime | None:
+        if value is None or value.tzinfo is None:
+            return value
+        return value.astimezone(dt.timezone.utc).replace(tzinfo=None)
 
 
 class Base(DeclarativeBase):
@@ -55,11 +105,9 @@ class Tenant(Base):
     name: Mapped[str] = mapped_column(String(200))
     slug: Mapped[str] = mapped_column(String(100), unique=True)
     is_active: Mapped[bool] = mapped_column(Boolean, server_default=true())
-    created_at: Mapped[dt.datetime] = mapped_column(
-        DateTime(timezone=True), server_default=func.now()
-    )
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, server_default=func.now())
     updated_at: Mapped[dt.datetime] = mapped_column(
-        DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
+        UTCDateTime, server_default=func.now(), onupdate=func.now()
     )
 
     users: Mapped[list[User]] = relationship(
@@ -89,12 +137,10 @@ class User(Base):
     full_name: Mapped[str | None] = mapped_column(String(200))
     role: Mapped[str] = mapped_column(String(50), server_default=text("'member'"))
     is_active: Mapped[bool] = mapped_column(Boolean, server_default=true())
-    last_login_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
-    created_at: Mapped[dt.datetime] = mapped_column(
-        DateTime(timezone=True), server_default=func.now()
-    )
+    last_login_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, server_default=func.now())
     updated_at: Mapped[dt.datetime] = mapped_column(
-        DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
+        UTCDateTime, server_default=func.now(), onupdate=func.now()
     )
 
     tenant: Mapped[Tenant] = relationship(back_populates="users")
@@ -131,21 +177,21 @@ class PerformanceAlert(Base):
     threshold_value: Mapped[float | None] = mapped_column(Float)
     status: Mapped[str | None] = mapped_column(String(20), server_default=text("'active'"))
     acknowledged_by: Mapped[str | None] = mapped_column(String(100))
-    acknowledged_at: Mapped[dt.datetime | None] = mapped_column(TIMESTAMP)
-    resolved_at: Mapped[dt.datetime | None] = mapped_column(TIMESTAMP)
+    acknowledged_at: Mapped[dt.datetime | None] = mapped_column(UTCTimestamp)
+    resolved_at: Mapped[dt.datetime | None] = mapped_column(UTCTimestamp)
     first_occurrence: Mapped[dt.datetime | None] = mapped_column(
-        TIMESTAMP, server_default=func.current_timestamp()
+        UTCTimestamp, server_default=func.current_timestamp()
     )
     last_occurrence: Mapped[dt.datetime | None] = mapped_column(
-        TIMESTAMP, server_default=func.current_timestamp()
+        UTCTimestamp, server_default=func.current_timestamp()
     )
     occurrence_count: Mapped[int | None] = mapped_column(Integer, server_default=text("1"))
     alert_metadata: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[dt.datetime | None] = mapped_column(
-        TIMESTAMP, server_default=func.current_timestamp()
+        UTCTimestamp, server_default=func.current_timestamp()
     )
     updated_at: Mapped[dt.datetime | None] = mapped_column(
-        TIMESTAMP, server_default=func.current_timestamp(), onupdate=func.current_timestamp()
+        UTCTimestamp, server_default=func.current_timestamp(), onupdate=func.current_timestamp()
     )
 
     def __repr__(self) -> str:

@@ -106,19 +106,59 @@ class SchemaReport:
         what = "no differences" if not found else f"{len(found)} difference(s)"
         return f"{where}, {what}"
 
+    def advice(self) -> str | None:
+        """What to do about what the report found, or ``None`` when it is ok.
+
+        Behind head is fixed by upgrading; a difference at head is not (the upgrade has nothing
+        left to run), so it gets the advice that fits it instead.
+        """
+        if self.ok:
+            return None
+        if len(self.heads) > 1:
+            return (
+                f"the migration history has {len(self.heads)} heads: merge them with "
+                "`alembic merge heads -m merge`, then upgrade"
+            )
+        if not self.current:
+            return (
+                "the database has no recorded revision: run `ai-secretary-schema upgrade` in "
+                "your release step (it creates the tables, or adopts a database made before "
+                "migrations), or start with SCHEMA_STARTUP=upgrade"
+            )
+        if not self.at_head:
+            return (
+                "the database is behind head: run `ai-secretary-schema upgrade` (or "
+                "`flask db upgrade`) in your release step, or start with SCHEMA_STARTUP=upgrade"
+            )
+        return (
+            "the database is at head but differs from the models: a model changed without a "
+            "migration, or the database was changed by hand. See every difference with "
+            "`ai-secretary-schema validate`; if the models are right, write a revision "
+            '(`alembic revision --autogenerate -m "..."`, review it, then upgrade); if the '
+            "database was changed by hand, undo that change"
+        )
+
     def to_text(self) -> str:
-        """For people: a headline, then one line per difference."""
+        """For people: a headline, one line per difference, then what to do."""
         revision = ", ".join(self.current) or "none"
         lines = [f"Schema report ({self.dialect}): revision {revision}; {self.status()}."]
         if self.adopted_at:
             lines.append(f"  adopted an unversioned database at revision {self.adopted_at}")
         lines += [f"  - {line}" for line in self.differences()]
+        advice = self.advice()
+        if advice is not None:
+            lines.append(f"  What to do: {advice}.")
         return "\n".join(lines)
 
     def to_dict(self) -> dict[str, Any]:
         """For machines: every field, plus ``ok``, ``at_head`` and ``differences``."""
         data = asdict(self)
-        data.update(ok=self.ok, at_head=self.at_head, differences=self.differences())
+        data.update(
+            ok=self.ok,
+            at_head=self.at_head,
+            differences=self.differences(),
+            advice=self.advice(),
+        )
         return data
 
     def to_json(self, **kwargs: Any) -> str:
@@ -222,7 +262,7 @@ def _sqlite_rowid_nullable(diff: tuple[Any, ...], metadata: MetaData) -> bool:
     return (
         len(key) == 1
         and key[0].name == diff[3]
-        and key[0].type._type_affinity is sa.Integer
+        and isinstance(key[0].type, sa.Integer)
         and diff[5] is True
         and diff[6] is False
     )
@@ -240,7 +280,7 @@ def build_schema_report(
     compared with (default: the package's migrations); ``metadata`` replaces the models (tests,
     or an application that extends them).
     """
-    from ai_secretary_schema.commands import current_revisions, heads
+    from ai_secretary_schema.history import current_revisions, heads
 
     raw = compare_with_models(connection, metadata)
     current = current_revisions(connection)

@@ -1,46 +1,34 @@
-"""Every setting the package reads, resolved in one place.
+"""Every setting the package reads, declared once and resolved in one place.
 
-Configuration flows one way: an explicit argument wins, then the Flask ``app.config`` key of the
-same name, then the environment variable of the same name, then the default. Values are
-validated when the :class:`SchemaSettings` is built, so a typo fails at start with a message that
-names the key and shows a correct value, never later in a request.
+Each setting is one field of :class:`SchemaSettings`, declared with :func:`_setting`: its name,
+type, default, converter and documentation. Everything else is derived from that declaration:
+the ``app.config`` key and the environment variable (the field name in upper case), the keyword
+argument of :class:`SchemaSettings.resolve` and of the Flask extension (the field name), the
+validation, and the documentation table (:func:`settings_table`, which the README shows).
 
-Keys (``app.config`` / environment):
+Configuration flows one way: an explicit argument wins, then the Flask ``app.config`` key, then
+the environment variable, then the default. Values are validated when the settings are built, so
+a typo fails at start with a message that names the key and shows a correct value.
 
-``DATABASE_URL``
-    SQLAlchemy URL of the database. Default ``sqlite:///ai_secretary.db``.
-``DATABASE_STRICT``
-    ``1``/``true``: an invalid URL is an error instead of a logged fallback to SQLite.
-``SCHEMA_STARTUP``
-    What the startup hook does: ``upgrade`` (default), ``validate`` or ``off``.
-``SCHEMA_LOCK_TIMEOUT``
-    Seconds to wait for another process's migration lock (default 300).
-``DATABASE_POOL_SIZE``, ``DATABASE_MAX_OVERFLOW``, ``DATABASE_POOL_RECYCLE``,
-``DATABASE_POOL_TIMEOUT``, ``DATABASE_POOL_PRE_PING``
-    PostgreSQL pool settings (defaults 5, 10, 1800 s, 30 s, true). Never sent to SQLite.
-``DATABASE_CONNECT_TIMEOUT``
-    Seconds one connection attempt may take (default 5).
-``DATABASE_CONNECT_DEADLINE``
-    Seconds all retries of a failed connection may take together (default 15).
-``REDIS_URL``
-    Redis for the cache; unset or blank means the in-process cache (health: ``disabled``).
-``HEALTH_CHECK_INTERVAL``
-    Seconds between background health rounds (default 30).
-``HEALTH_CHECK_TIMEOUT``
-    Seconds one health check may take before its service is reported unhealthy (default 3).
-``HEALTH_MONITORING``
-    ``1``/``true``: the Flask extension starts the background health monitor (default off).
+The database URL is parsed here, once (:attr:`SchemaSettings.database`): every door (the CLI's
+``--url``, ``-x url=``, ``sqlalchemy.url``, ``app.config``, ``DATABASE_URL``) resolves it
+through :meth:`SchemaSettings.resolve`. An explicitly empty URL (``--url ''``) is an error; an
+unset or empty ``DATABASE_URL`` means the default file, ``sqlite:///ai_secretary.db``.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import Field, dataclass, field, fields, replace
+from functools import cached_property
 from typing import Any, Literal, TypeVar, cast
+
+from sqlalchemy.engine import URL
 
 from ai_secretary_schema.errors import DatabaseConfigError
 from ai_secretary_schema.redaction import redact_url
+from ai_secretary_schema.url import SQLITE_EXAMPLE, DatabaseConfig, DatabaseURLParser
 
 DEFAULT_DATABASE_URL = "sqlite:///ai_secretary.db"
 
@@ -50,6 +38,8 @@ STARTUP_MODES: tuple[StartupMode, ...] = ("upgrade", "validate", "off")
 _T = TypeVar("_T")
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off", ""})
+
+Converter = Callable[[str, object], Any]
 
 
 def _as_bool(key: str, value: object) -> bool:
@@ -97,58 +87,113 @@ def _as_optional_text(key: str, value: object) -> str | None:
     return text or None
 
 
-def _as_text(key: str, value: object) -> str:
+def _as_url(key: str, value: object) -> str:
+    if isinstance(value, URL):
+        return value.render_as_string(hide_password=False)
     return str(value)
 
 
-_CONVERTERS: dict[str, Callable[[str, object], Any]] = {
-    "database_url": _as_text,
-    "database_strict": _as_bool,
-    "schema_startup": _as_startup_mode,
-    "schema_lock_timeout": _as_number(float, 0),
-    "database_pool_size": _as_number(int, 1),
-    "database_max_overflow": _as_number(int, 0),
-    "database_pool_recycle": _as_number(int, -1),
-    "database_pool_timeout": _as_number(float, 0),
-    "database_pool_pre_ping": _as_bool,
-    "database_connect_timeout": _as_number(float, 0.1),
-    "database_connect_deadline": _as_number(float, 0),
-    "redis_url": _as_optional_text,
-    "health_check_interval": _as_number(float, 0.01),
-    "health_check_timeout": _as_number(float, 0.01),
-    "health_monitoring": _as_bool,
-}
+def _setting(default: Any, convert: Converter, doc: str, *, secret: bool = False) -> Any:
+    """Declare one setting: its default, how a raw value becomes a typed one, what it means."""
+    return field(default=default, repr=not secret, metadata={"convert": convert, "doc": doc})
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One declared setting, as the documentation and the resolver see it."""
+
+    name: str  #: the keyword argument
+    key: str  #: the ``app.config`` key and the environment variable
+    default: Any
+    doc: str
+    convert: Converter
 
 
 @dataclass(frozen=True)
 class SchemaSettings:
-    """The resolved settings; build it with :meth:`resolve`, not by hand."""
+    """The resolved settings; build it with :meth:`resolve` (or :meth:`override`)."""
 
-    database_url: str = field(default=DEFAULT_DATABASE_URL, repr=False)
-    database_strict: bool = False
-    schema_startup: StartupMode = "upgrade"
-    schema_lock_timeout: float = 300.0
-    database_pool_size: int = 5
-    database_max_overflow: int = 10
-    database_pool_recycle: int = 1800
-    database_pool_timeout: float = 30.0
-    database_pool_pre_ping: bool = True
-    database_connect_timeout: float = 5.0
-    database_connect_deadline: float = 15.0
-    redis_url: str | None = field(default=None, repr=False)
-    health_check_interval: float = 30.0
-    health_check_timeout: float = 3.0
-    health_monitoring: bool = False
+    database_url: str | None = _setting(
+        None,
+        _as_url,
+        "SQLAlchemy URL of the database; unset or empty: `sqlite:///ai_secretary.db`",
+        secret=True,
+    )
+    database_strict: bool = _setting(
+        False, _as_bool, "an invalid URL is an error instead of a logged fallback to SQLite"
+    )
+    schema_startup: StartupMode = _setting(
+        "upgrade",
+        _as_startup_mode,
+        "what the startup hook does: `upgrade`, `validate` or `off`",
+    )
+    schema_lock_timeout: float = _setting(
+        300.0, _as_number(float, 0), "seconds to wait for another process's migration lock"
+    )
+    database_pool_size: int = _setting(
+        5, _as_number(int, 1), "PostgreSQL pool size (never sent to SQLite)"
+    )
+    database_max_overflow: int = _setting(
+        10, _as_number(int, 0), "PostgreSQL connections allowed beyond the pool size"
+    )
+    database_pool_recycle: int = _setting(
+        1800, _as_number(int, -1), "seconds after which a pooled connection is replaced"
+    )
+    database_pool_timeout: float = _setting(
+        30.0, _as_number(float, 0), "seconds to wait for a connection from the pool"
+    )
+    database_pool_pre_ping: bool = _setting(
+        True, _as_bool, "test a pooled connection before handing it out"
+    )
+    database_require_tls: bool = _setting(
+        False,
+        _as_bool,
+        "a PostgreSQL URL to a remote host without `sslmode=require` or stronger is an error "
+        "instead of a warning",
+    )
+    database_connect_timeout: float = _setting(
+        5.0, _as_number(float, 0.1), "seconds one connection attempt may take"
+    )
+    database_connect_deadline: float = _setting(
+        15.0, _as_number(float, 0), "seconds all retries of a failed connection may take together"
+    )
+    redis_url: str | None = _setting(
+        None,
+        _as_optional_text,
+        "Redis of the cache; unset or blank: the in-process cache (health: `disabled`)",
+        secret=True,
+    )
+    health_check_interval: float = _setting(
+        30.0, _as_number(float, 0.01), "seconds between background health rounds"
+    )
+    health_check_timeout: float = _setting(
+        3.0, _as_number(float, 0.01), "seconds one health check may take"
+    )
+    health_monitoring: bool = _setting(
+        False, _as_bool, "the Flask extension starts the background health monitor"
+    )
     #: Where each value came from (``argument``, ``app.config``, ``environment``, ``default``).
     sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     def __repr__(self) -> str:
-        shown = {
-            f.name: getattr(self, f.name) for f in fields(self) if f.repr and f.name != "sources"
-        }
-        shown["database_url"] = redact_url(self.database_url)
+        shown = {s.name: getattr(self, s.name) for s in declared_settings()}
+        shown["database_url"] = redact_url(self.database_url) if self.database_url else None
         shown["redis_url"] = redact_url(self.redis_url) if self.redis_url else None
         return f"SchemaSettings({', '.join(f'{k}={v!r}' for k, v in shown.items())})"
+
+    # -- the database URL, parsed once -------------------------------------------------------
+
+    @cached_property
+    def database(self) -> DatabaseConfig:
+        """The parsed ``database_url`` (the default file when unset); may be invalid."""
+        return DatabaseURLParser().parse_url(self.database_url or DEFAULT_DATABASE_URL)
+
+    @property
+    def url(self) -> URL:
+        """The normalised URL; raises :class:`DatabaseConfigError` when it is invalid."""
+        return self.database.url
+
+    # -- building ----------------------------------------------------------------------------
 
     @classmethod
     def resolve(
@@ -159,33 +204,100 @@ class SchemaSettings:
     ) -> SchemaSettings:
         """Resolve every setting: ``explicit`` → ``app_config`` → ``environ`` → default.
 
-        ``explicit`` takes the lower-case field names (``database_url=…``); ``None`` means "not
-        given". ``app_config`` and ``environ`` use the upper-case keys of the module docstring.
+        ``explicit`` takes the field names (``database_url=…``); ``None`` means "not given".
+        ``app_config`` and ``environ`` use the upper-case keys. An explicit empty
+        ``database_url`` is an error (a script whose variable is unset must never migrate a
+        local file); an empty ``DATABASE_URL`` in ``app_config`` or the environment means unset.
         """
-        names = {f.name for f in fields(cls)} - {"sources"}
-        unknown = set(explicit) - names
+        declared = {s.name: s for s in declared_settings()}
+        unknown = set(explicit) - set(declared)
         if unknown:
-            raise TypeError(f"unknown setting(s): {', '.join(sorted(unknown))}")
+            raise TypeError(
+                f"unknown setting(s): {', '.join(sorted(unknown))}; the settings are "
+                f"{', '.join(declared)}"
+            )
         env = os.environ if environ is None else environ
         values: dict[str, Any] = {}
         sources: dict[str, str] = {}
-        for name in sorted(names):
-            key = name.upper()
-            for source, mapping in (
-                ("argument", explicit),
-                ("app.config", app_config or {}),
-                ("environment", env),
+        for name, setting in declared.items():
+            sources[name] = "default"
+            for source, mapping, lookup in (
+                ("argument", explicit, name),
+                ("app.config", app_config or {}, setting.key),
+                ("environment", env, setting.key),
             ):
-                lookup = name if source == "argument" else key
                 raw = mapping.get(lookup)
                 if raw is None:
                     continue
-                if source == "environment" and name == "database_url" and not str(raw).strip():
-                    # An empty DATABASE_URL= line in a .env file means "not set".
+                if name == "database_url" and not _as_url(setting.key, raw).strip():
+                    if source == "argument":
+                        raise _empty_url_error()
+                    sources[name] = f"{source} (empty)"
                     continue
-                values[name] = _CONVERTERS[name](key, raw)
+                values[name] = setting.convert(setting.key, raw)
                 sources[name] = source
                 break
-            else:
-                sources[name] = "default"
         return cls(**values, sources=sources)
+
+    def override(self, **explicit: Any) -> SchemaSettings:
+        """These settings with ``explicit`` ones (field names, ``None``: keep) taking over."""
+        declared = {s.name: s for s in declared_settings()}
+        changes: dict[str, Any] = {}
+        sources = dict(self.sources)
+        for name, raw in explicit.items():
+            if name not in declared:
+                raise TypeError(f"unknown setting {name!r}")
+            if raw is None:
+                continue
+            if name == "database_url" and not _as_url(declared[name].key, raw).strip():
+                raise _empty_url_error()
+            changes[name] = declared[name].convert(declared[name].key, raw)
+            sources[name] = "argument"
+        if not changes:
+            return self
+        updated = replace(self, **changes, sources=sources)
+        if "database_url" not in changes and "database" in self.__dict__:
+            # The URL did not change: keep its parse (cached_property stores it in __dict__).
+            updated.__dict__["database"] = self.database
+        return updated
+
+
+def _empty_url_error() -> DatabaseConfigError:
+    return DatabaseConfigError(
+        "The database URL given is empty (for example `--url ''` from an unset shell "
+        "variable); nothing was done. Pass a URL, such as --url "
+        f"{SQLITE_EXAMPLE} or --url postgresql://user:password@host:5432/ai_secretary, or "
+        "leave --url out to use DATABASE_URL.",
+        example=SQLITE_EXAMPLE,
+    )
+
+
+def declared_settings() -> tuple[Setting, ...]:
+    """Every setting, in declaration order."""
+    return tuple(_setting_of(f) for f in fields(SchemaSettings) if "convert" in f.metadata)
+
+
+def _setting_of(f: Field[Any]) -> Setting:
+    return Setting(
+        name=f.name,
+        key=f.name.upper(),
+        default=f.default,
+        doc=str(f.metadata["doc"]),
+        convert=f.metadata["convert"],
+    )
+
+
+def settings_table() -> str:
+    """The settings as a Markdown table (key / argument, default, meaning) for the README."""
+    lines = [
+        "| `app.config` key / environment variable | argument | default | meaning |",
+        "|---|---|---|---|",
+    ]
+    for s in declared_settings():
+        default = "unset" if s.default is None else f"`{str(s.default).lower()}`"
+        if isinstance(s.default, bool):
+            default = "`1`" if s.default else "`0`"
+        elif isinstance(s.default, (int, float)):
+            default = f"`{s.default:g}`"
+        lines.append(f"| `{s.key}` | `{s.name}` | {default} | {s.doc} |")
+    return "\n".join(lines)

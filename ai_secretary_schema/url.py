@@ -28,11 +28,12 @@ fall back (migrations, the CLI).
 
 from __future__ import annotations
 
-import importlib
+import importlib.util
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
+from functools import cached_property
 from typing import Any
 
 from sqlalchemy.engine import URL, make_url
@@ -73,13 +74,16 @@ _PARSE_ERRORS = (ArgumentError, ValueError)
 
 
 def driver_importable(driver: str) -> bool:
-    """Whether the DBAPI module of ``driver`` (a SQLAlchemy driver name) can be imported."""
+    """Whether the DBAPI module of ``driver`` (a SQLAlchemy driver name) is installed.
+
+    Answered by the import system's finders without importing the module: a process that uses
+    psycopg2 must not pay for importing psycopg 3 just to learn that it is there too.
+    """
     module = DRIVER_MODULES.get(driver, driver)
     try:
-        importlib.import_module(module)
-    except ImportError:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
         return False
-    return True
 
 
 class DatabaseType(str, Enum):
@@ -118,7 +122,7 @@ class DatabaseConfig:
     #: What normalisation changed that the operator should fix (quotes, padding).
     warnings: tuple[str, ...] = ()
 
-    @property
+    @cached_property
     def url(self) -> URL:
         """The normalised :class:`~sqlalchemy.engine.URL`; raises for an invalid config."""
         if not self.is_valid:

@@ -33,7 +33,7 @@ import sqlalchemy as sa
 from flask import Flask, Response, abort, current_app, jsonify, request
 
 from ai_secretary_schema.flask import SchemaExtension
-from ai_secretary_schema.health import CheckResult, HealthStatus
+from ai_secretary_schema.flask.health import CheckResult, HealthStatus
 from ai_secretary_schema.models import PerformanceAlert, Tenant
 
 schema = SchemaExtension()

@@ -1,10 +1,9 @@
 """Alembic environment of ai-secretary-schema.
 
-One env.py for every entry point: the ``alembic`` CLI (with alembic.ini), ``flask db …`` through
-Flask-Migrate, and the package's CLI and Python API. A caller may hand over a live connection in
-``config.attributes["connection"]``; otherwise the URL is resolved by
-:func:`ai_secretary_schema.migration_env.resolve_migration_url`. The dialect-specific choices
-(batch mode on SQLite, a transaction per migration) live in that module, not here.
+One env.py for every door: the ``alembic`` CLI (with alembic.ini), ``flask db …`` through
+Flask-Migrate, and the package's CLI, Python API and startup hook. What it does (the settings,
+the migration lock, batch mode on SQLite, a transaction per revision) lives in
+:mod:`ai_secretary_schema.migration_env`, where it is typed and tested.
 """
 
 from __future__ import annotations
@@ -15,20 +14,28 @@ from ai_secretary_schema import migration_env
 
 
 def run_migrations_offline() -> None:
-    """Emit the migrations as SQL (``--sql``) for the resolved URL's dialect."""
-    url = migration_env.resolve_migration_url(context.config, context.get_x_argument(True))
-    context.configure(url=url, **migration_env.offline_options(url))
+    """Emit the migrations as SQL (``--sql``) for the resolved URL's dialect; no lock, no
+    connection."""
+    settings = migration_env.run_settings(context.config, context.get_x_argument(True))
+    context.configure(**migration_env.offline_options(settings))
     with context.begin_transaction():
         context.run_migrations()
 
 
 def run_migrations_online() -> None:
-    """Run the migrations on the caller's connection, or on one opened for the resolved URL."""
-    with migration_env.migration_connection(
-        context.config, context.get_x_argument(True)
-    ) as connection:
-        context.configure(connection=connection, **migration_env.online_options(connection))
-        with context.begin_transaction():
+    """Run the migrations over the caller's connection or a new one, under the migration lock
+    when the run writes the version table, reporting each revision as it runs."""
+    with migration_env.migration_connection(context) as connection:
+        progress = migration_env.progress_for(context.config)
+        context.configure(
+            connection=connection,
+            **migration_env.online_options(connection, context.config, progress),
+        )
+        with (
+            migration_env.lock_if_writing(context),
+            progress.watching(),
+            context.begin_transaction(),
+        ):
             context.run_migrations()
 
 

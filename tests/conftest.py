@@ -8,15 +8,19 @@ uniquely named database, dropped afterwards with its connections terminated.
 from __future__ import annotations
 
 import os
+import re
 import socket
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pytest_postgresql import factories
 from pytest_postgresql.executors.noop import NoopExecutor
 from pytest_postgresql.janitor import DatabaseJanitor
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
 
 from ai_secretary_schema.flask import uninstall_log_filter
 
@@ -38,6 +42,52 @@ def _fresh_log_filter() -> Iterator[None]:
     """The extension's rate-limiting log filter is process-wide; no test inherits another's."""
     yield
     uninstall_log_filter()
+
+
+@pytest.fixture(autouse=True)
+def _private_warm_start_cache(
+    monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """The warm start remembers fingerprints in a cache directory (default ~/.cache): each test
+    gets its own, so no test is fast-pathed by another's database (or a developer's)."""
+    monkeypatch.setenv("AI_SECRETARY_SCHEMA_CACHE_DIR", str(tmp_path_factory.mktemp("warm")))
+
+
+class StatementLog:
+    """Every SQL statement any engine of this process executed, with the engine that ran it."""
+
+    #: What the migration lock runs on PostgreSQL, on a connection of its own (by design: a
+    #: session advisory lock must outlive the migration's transactions).
+    LOCK_STATEMENT = re.compile(r"advisory|lock_timeout", re.IGNORECASE)
+
+    def __init__(self) -> None:
+        self.entries: list[tuple[Engine, str]] = []
+
+    def record(self, conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        self.entries.append((conn.engine, statement))
+
+    def on(self, engine: Engine) -> list[str]:
+        """The statements ``engine`` ran."""
+        return [statement for ran_on, statement in self.entries if ran_on is engine]
+
+    def elsewhere(self, engine: Engine) -> list[str]:
+        """The statements other engines ran, the migration lock's own connection excepted."""
+        return [
+            statement
+            for ran_on, statement in self.entries
+            if ran_on is not engine and not self.LOCK_STATEMENT.search(statement)
+        ]
+
+
+@pytest.fixture
+def statement_log() -> Iterator[StatementLog]:
+    """Records every statement of every engine (a class-level event) while the test runs."""
+    log = StatementLog()
+    event.listen(Engine, "before_cursor_execute", log.record)
+    try:
+        yield log
+    finally:
+        event.remove(Engine, "before_cursor_execute", log.record)
 
 
 @pytest.fixture

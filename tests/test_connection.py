@@ -486,9 +486,50 @@ def test_invalid_url_falls_back_to_sqlite_and_says_why(
     assert result.connection_string == "sqlite:///ai_secretary.db"
     assert (workdir / "ai_secretary.db").is_file()
     assert "Example: " in (result.error_message or "")
-    fallback_logs = [r for r in caplog.records if "falling back to SQLite" in r.getMessage()]
-    assert [r.levelname for r in fallback_logs] == ["ERROR"]
+    fallback_logs = [
+        r for r in caplog.records if "falling back to the SQLite file" in r.getMessage()
+    ]
+    assert [r.levelname for r in fallback_logs] == ["WARNING"]
     assert "Example: " in fallback_logs[0].getMessage()
+    assert str(workdir / "ai_secretary.db") in fallback_logs[0].getMessage()
+
+
+DEFAULT_FILE_LINES = {
+    "unset": ({}, "INFO", "DATABASE_URL is not set"),
+    "empty-environment": ({"DATABASE_URL": ""}, "WARNING", "set but empty in the environment"),
+    "blank-environment": ({"DATABASE_URL": "  "}, "WARNING", "set but empty in the environment"),
+}
+
+
+@pytest.mark.parametrize(
+    ("environ", "level", "says"), DEFAULT_FILE_LINES.values(), ids=DEFAULT_FILE_LINES.keys()
+)
+def test_the_default_file_is_announced_with_why(
+    environ: dict[str, str],
+    level: str,
+    says: str,
+    workdir: Path,
+    caplog: pytest.LogCaptureFixture,
+    connected: Callable[..., ConnectionResult],
+) -> None:
+    caplog.set_level(logging.INFO, logger="ai_secretary_schema.connection")
+    manager = SmartConnectionManager(SchemaSettings.resolve(environ=environ))
+
+    connected(manager.connect())
+
+    (line,) = [r for r in caplog.records if "default SQLite file" in r.getMessage()]
+    assert (line.levelname, says in line.getMessage()) == (level, True)
+    assert str(workdir / "ai_secretary.db") in line.getMessage()
+
+
+def test_an_empty_database_url_in_app_config_is_announced(
+    workdir: Path, caplog: pytest.LogCaptureFixture, connected: Callable[..., ConnectionResult]
+) -> None:
+    settings = SchemaSettings.resolve({"DATABASE_URL": ""}, environ={})
+
+    connected(SmartConnectionManager(settings).connect())
+
+    assert any("set but empty in app.config" in r.getMessage() for r in caplog.records)
 
 
 @pytest.mark.parametrize("url", INVALID_URLS)

@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from flask import Flask, current_app, g, has_app_context
 
-from ai_secretary_schema.context import ApplicationContextManager
+from ai_secretary_schema.flask.context import ApplicationContextManager
 
 
 class CountingApp(Flask):

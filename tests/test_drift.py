@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from helpers.scripts import DROP_ENDPOINT, NOOP, make_script_dir
 from sqlalchemy.pool import NullPool
 
-from ai_secretary_schema import commands
+from ai_secretary_schema import migrator
 from ai_secretary_schema.cli import main
 from ai_secretary_schema.models import Base
 
@@ -89,15 +89,15 @@ def test_check_lists_a_column_added_to_the_models_without_a_migration() -> None:
     for table in Base.metadata.sorted_tables:
         table.to_metadata(models)
     models.tables["users"].append_column(sa.Column("nickname", sa.String(50)))
-    report = commands.check(metadata=models)
+    report = migrator.check(metadata=models)
     assert not report.ok
     assert report.differences() == ["missing column users.nickname"]
 
 
 @pytest.mark.postgresql
 def test_check_drops_its_scratch_database(pg_url: str, caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.INFO, logger="ai_secretary_schema.commands"):
-        assert commands.check(pg_url).ok
+    with caplog.at_level(logging.INFO, logger="ai_secretary_schema.migrator"):
+        assert migrator.check(pg_url).ok
     (scratch,) = [r.args[0] for r in caplog.records if "scratch database" in r.getMessage()]
     assert str(scratch).startswith("ais_check_")
     assert scratch not in databases(pg_url)
@@ -106,7 +106,7 @@ def test_check_drops_its_scratch_database(pg_url: str, caplog: pytest.LogCapture
 def test_validate_passes_on_a_database_at_head(
     db_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    commands.upgrade(db_url)
+    migrator.upgrade(db_url)
     assert main(["validate", "--url", db_url]) == 0
     assert "at head, no differences" in capsys.readouterr().out
 
@@ -114,7 +114,7 @@ def test_validate_passes_on_a_database_at_head(
 def test_validate_fails_on_a_database_behind_head_and_leaves_it_there(
     db_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    commands.upgrade(db_url, "0001")
+    migrator.upgrade(db_url, "0001")
     assert main(["validate", "--json", "--url", db_url]) == 1
     report = json.loads(capsys.readouterr().out)
     assert (report["current"], report["heads"], report["missing_tables"]) == (
@@ -122,7 +122,7 @@ def test_validate_fails_on_a_database_behind_head_and_leaves_it_there(
         ["0002"],
         ["performance_alerts"],
     )
-    assert commands.current(db_url).current == ("0001",)
+    assert migrator.current(db_url).current == ("0001",)
 
 
 @pytest.mark.parametrize("command", ["upgrade", "current", "validate", "downgrade base"])

@@ -21,7 +21,7 @@ from helpers.db import table_names, versions
 from helpers.scripts import BLOCK, FAIL, make_script_dir
 from sqlalchemy.pool import NullPool
 
-from ai_secretary_schema import commands
+from ai_secretary_schema import migrator
 from ai_secretary_schema.errors import MigrationError
 from ai_secretary_schema.lock import advisory_lock_key, migration_lock
 from ai_secretary_schema.migration_manager import MigrationManager
@@ -67,7 +67,7 @@ def test_a_failed_revision_leaves_the_database_at_the_previous_one(
     db_url: str, failing_scripts: Path
 ) -> None:
     with pytest.raises(MigrationError) as caught:
-        commands.upgrade(db_url, script_location=failing_scripts)
+        migrator.upgrade(db_url, script_location=failing_scripts)
     assert caught.value.failed_revision == "0003"
     assert caught.value.revision == "0002"
     assert versions(db_url) == ["0002"]
@@ -78,7 +78,7 @@ def test_the_error_of_a_failed_revision_names_it_and_where_the_database_was_left
     db_url: str, failing_scripts: Path
 ) -> None:
     with pytest.raises(MigrationError, match=r"failed in revision 0003 .*left at revision 0002"):
-        commands.upgrade(db_url, script_location=failing_scripts)
+        migrator.upgrade(db_url, script_location=failing_scripts)
 
 
 def test_the_startup_hook_raises_the_same_error(db_url: str, failing_scripts: Path) -> None:
@@ -93,7 +93,7 @@ def test_the_startup_hook_raises_the_same_error(db_url: str, failing_scripts: Pa
 
 def test_a_failed_upgrade_releases_the_lock(db_url: str, failing_scripts: Path) -> None:
     with pytest.raises(MigrationError):
-        commands.upgrade(db_url, script_location=failing_scripts)
+        migrator.upgrade(db_url, script_location=failing_scripts)
     assert lock_is_free(db_url)
     if db_url.startswith("postgresql"):
         assert advisory_locks(db_url) == 0

@@ -1,7 +1,8 @@
 """``flask db …`` through the real ``flask`` command, on SQLite and on PostgreSQL.
 
 Every command runs as a subprocess of ``/work/venv/bin/flask --app examples.app:create_app``
-(the example application), with its environment passed explicitly. ``SCHEMA_STARTUP=validate``
+(the example application; a host application sharing Flask-SQLAlchemy's engine for the tests of
+that), with its environment passed explicitly. ``SCHEMA_STARTUP=validate``
 is set throughout: the startup hook must not run in a ``flask db`` process, or a database that is
 behind could never be upgraded with ``flask db upgrade``.
 """
@@ -14,13 +15,18 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 import pytest
 from helpers.db import table_names
 
-from ai_secretary_schema import commands
-from ai_secretary_schema.alembic_config import migrations_directory
+from ai_secretary_schema import migrator
+from ai_secretary_schema.flask import SchemaExtension
+from ai_secretary_schema.history import migrations_directory
+
+if TYPE_CHECKING:
+    from conftest import StatementLog
 
 REPO = Path(__file__).resolve().parents[1]
 FLASK = str(Path(sys.executable).with_name("flask"))
@@ -31,16 +37,45 @@ SCRUBBED = frozenset(
 )
 
 
+#: A host application that has Flask-SQLAlchemy and a model of its own, and shares its engine
+#: with the extension (``SchemaExtension(db=db)``).
+HOST_APP = """
+import sqlalchemy as sa
+from flask import Flask
+from flask_sqlalchemy import SQLAlchemy
+from sqlalchemy.orm import Mapped, mapped_column
+
+from ai_secretary_schema.flask import SchemaExtension
+
+db = SQLAlchemy()
+schema = SchemaExtension(db=db)
+
+
+class Note(db.Model):
+    __tablename__ = "host_notes"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    text: Mapped[str] = mapped_column(sa.String(100))
+
+
+def create_app() -> Flask:
+    app = Flask(__name__)
+    schema.init_app(app)
+    return app
+"""
+
+
 def flask_env(database_url: str, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in SCRUBBED}
     env.update({"DATABASE_URL": database_url, "SCHEMA_STARTUP": "validate", **extra})
     return env
 
 
-def run_flask(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+def run_flask(
+    *args: str, env: dict[str, str], app: str = APP, cwd: Path = REPO
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [FLASK, "--app", APP, *args],
-        cwd=REPO,
+        [FLASK, "--app", app, *args],
+        cwd=cwd,
         env=env,
         capture_output=True,
         text=True,
@@ -76,6 +111,59 @@ def test_every_flask_db_command(db_url: str) -> None:
     exercise_every_command(flask_env(db_url))
     # stamp only wrote alembic_version: the tables dropped by "downgrade base" stay dropped.
     assert table_names(db_url) == {"alembic_version"}
+
+
+def test_every_flask_db_command_with_flask_sqlalchemy_sharing_the_engine(
+    db_url: str, tmp_path: Path
+) -> None:
+    (tmp_path / "host_app.py").write_text(HOST_APP)
+    env = flask_env(db_url)
+
+    def run(*args: str) -> str:
+        return ok(run_flask(*args, env=env, app="host_app:create_app", cwd=tmp_path))
+
+    run("db", "upgrade")
+    assert run("db", "current").split() == ["0002", "(head)"]
+    # The host's own table is the host's: the package's migrations neither create nor report it.
+    assert "No new upgrade operations detected" in run("db", "check")
+    assert table_names(db_url) == {"alembic_version", "tenants", "users", "performance_alerts"}
+    run("db", "downgrade", "base")
+    assert table_names(db_url) == {"alembic_version"}
+
+
+@pytest.mark.parametrize("shared", [False, True], ids=["own engine", "flask-sqlalchemy engine"])
+def test_flask_db_upgrade_runs_on_the_application_engine(
+    db_url: str, statement_log: StatementLog, shared: bool
+) -> None:
+    from flask import Flask
+    from flask_sqlalchemy import SQLAlchemy
+
+    app = Flask("cli_engine")
+    db = SQLAlchemy() if shared else None
+    schema = SchemaExtension(app, database_url=db_url, schema_startup="off", db=db)
+    engine = schema.state(app).engine
+    statement_log.entries.clear()  # the connection check at start
+    try:
+        result = app.test_cli_runner().invoke(args=["db", "upgrade"])
+        assert result.exit_code == 0, result.output
+        assert "CREATE TABLE tenants" in " ".join(statement_log.on(engine))
+        # Not env.py's own engine, nor any other: only the lock has a connection of its own.
+        assert statement_log.elsewhere(engine) == []
+    finally:
+        schema.close(app)
+        engine.dispose()
+
+
+@pytest.mark.sqlite
+def test_x_url_migrates_the_database_it_names(sqlite_url: str, tmp_path: Path) -> None:
+    other = f"sqlite:///{tmp_path / 'other.db'}"
+    env = flask_env(sqlite_url)
+    ok(run_flask("db", "upgrade", "-x", f"url={other}", env=env))
+    assert "performance_alerts" in table_names(other)
+    assert table_names(sqlite_url) == set()  # the application's database was left alone
+    # The group's -x reaches every command (`current` has no -x of its own).
+    current = ok(run_flask("db", "-x", f"url={other}", "current", env=env))
+    assert current.split() == ["0002", "(head)"]
 
 
 @pytest.mark.sqlite
@@ -165,7 +253,7 @@ def test_in_process_upgrade_keeps_the_host_loggers(
     try:
         result = app.test_cli_runner().invoke(args=["db", "upgrade"])
         assert result.exit_code == 0, result.output
-        assert commands.current(sqlite_url).at_head
+        assert migrator.current(sqlite_url).at_head
         assert not host_logger.disabled
         assert not app.logger.disabled
         with caplog.at_level(logging.INFO):

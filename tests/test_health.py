@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg2
 import pytest
@@ -27,19 +27,24 @@ from flask import Flask, current_app
 from helpers.db import database_renamed, terminate_backends
 from sqlalchemy.engine import Engine, make_url
 
-from ai_secretary_schema.cache import FallbackCache, InProcessCache
-from ai_secretary_schema.context import ApplicationContextManager
 from ai_secretary_schema.engine import create_engine
-from ai_secretary_schema.health import (
+from ai_secretary_schema.errors import ExtensionNotRegisteredError
+from ai_secretary_schema.flask import SchemaExtension
+from ai_secretary_schema.flask.cache import FallbackCache, InProcessCache
+from ai_secretary_schema.flask.context import ApplicationContextManager
+from ai_secretary_schema.flask.health import (
     CheckResult,
     HealthMonitorAlreadyRunningError,
     HealthReport,
     HealthStatus,
     ServiceHealth,
     ServiceHealthManager,
+    create_health_blueprint,
     overall_status,
 )
-from ai_secretary_schema.health_blueprint import create_health_blueprint
+
+if TYPE_CHECKING:
+    from conftest import StatementLog
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 CLOSED_PORT_REDIS_URL = "redis://127.0.0.1:1/0"
@@ -142,6 +147,53 @@ def timed(func: Callable[[], ServiceHealth]) -> tuple[ServiceHealth, float]:
     started = time.monotonic()
     result = func()
     return result, time.monotonic() - started
+
+
+# -- construction ------------------------------------------------------------------------------
+
+
+@pytest.mark.sqlite
+def test_the_design_constructor_takes_engine_settings_and_cache_from_the_extension(
+    sqlite_url: str, statement_log: StatementLog
+) -> None:
+    app = Flask("design_constructor")
+    extension = SchemaExtension(app, database_url=sqlite_url, health_check_timeout=TIMEOUT)
+    manager = ServiceHealthManager(app, ApplicationContextManager(app))
+    try:
+        state = extension.state(app)
+        assert manager.settings is state.settings
+        assert manager.timeout == TIMEOUT
+        assert manager.cache is state.cache
+        statement_log.entries.clear()
+        assert manager.check_database_health().status is H.HEALTHY
+        assert "SELECT 1" in statement_log.on(state.engine)  # the probe, on the app engine
+        assert statement_log.elsewhere(state.engine) == []
+    finally:
+        manager.close()
+        extension.close(app)
+
+
+def test_without_the_extension_or_an_engine_provider_the_manager_says_what_to_do() -> None:
+    app = Flask("no_extension")
+    with pytest.raises(ExtensionNotRegisteredError) as raised:
+        ServiceHealthManager(app, ApplicationContextManager(app))
+    assert "'no_extension'" in str(raised.value)
+    assert "SchemaExtension(app)" in str(raised.value)
+    assert "engine_provider=" in str(raised.value)
+
+
+@pytest.mark.sqlite
+def test_without_the_extension_settings_come_from_app_config(sqlite_url: str) -> None:
+    app = Flask("engine_provider_only")
+    app.config.update(HEALTH_CHECK_TIMEOUT="1.5", HEALTH_CHECK_INTERVAL=7)
+    engine = create_engine(make_url(sqlite_url))
+    manager = ServiceHealthManager(app, engine_provider=lambda: engine)
+    try:
+        assert (manager.timeout, manager.interval) == (1.5, 7.0)
+        assert manager.check_database_health().status is H.HEALTHY
+    finally:
+        manager.close()
+        engine.dispose()
 
 
 # -- the database check ----------------------------------------------------------------------
@@ -271,12 +323,12 @@ def test_an_outage_logs_a_handful_of_lines(
     pg_url: str, make_stack: MakeStack, caplog: pytest.LogCaptureFixture
 ) -> None:
     stack = make_stack(pg_url)
-    caplog.set_level(logging.INFO, logger="ai_secretary_schema.health")
+    caplog.set_level(logging.INFO, logger="ai_secretary_schema.flask.health")
     with database_renamed(pg_url):
         for _ in range(30):
             stack.manager.check_database_health()
     stack.manager.check_database_health()
-    records = [r for r in caplog.records if r.name == "ai_secretary_schema.health"]
+    records = [r for r in caplog.records if r.name == "ai_secretary_schema.flask.health"]
     assert [r.levelno for r in records] == [logging.ERROR] * 5 + [logging.INFO]
     assert "healthy again" in records[-1].getMessage()
 
@@ -607,6 +659,15 @@ def test_a_second_manager_cannot_monitor_the_same_app(
     )
     with pytest.raises(HealthMonitorAlreadyRunningError, match="already monitors"):
         other.start_background_monitoring()
+
+
+def test_each_application_has_its_own_monitor(sqlite_url: str, make_stack: MakeStack) -> None:
+    first, second = make_stack(sqlite_url, interval=0.05), make_stack(sqlite_url, interval=0.05)
+    threads = [stack.manager.start_background_monitoring() for stack in (first, second)]
+    assert threads[0] is not threads[1]
+    assert first.manager.stop()
+    assert not first.manager.monitoring
+    assert second.manager.monitoring
 
 
 def test_a_check_that_raises_never_kills_the_monitor(

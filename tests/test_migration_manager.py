@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from helpers.db import table_names
 from sqlalchemy.pool import NullPool
 
-from ai_secretary_schema import commands
+from ai_secretary_schema import migrator
 from ai_secretary_schema.errors import (
     ConnectionErrorKind,
     DatabaseConnectionError,
@@ -82,7 +82,7 @@ def test_validate_mode_refuses_a_fresh_database_and_creates_nothing(
 def test_validate_mode_refuses_a_database_behind_head(
     manager: MigrationManager, db_url: str
 ) -> None:
-    commands.upgrade(db_url, "0001")
+    migrator.upgrade(db_url, "0001")
     with pytest.raises(SchemaValidationError) as caught:
         manager.run_startup("validate")
     assert caught.value.report.current == ("0001",)
@@ -91,14 +91,14 @@ def test_validate_mode_refuses_a_database_behind_head(
 
 
 def test_validate_mode_accepts_a_database_at_head(manager: MigrationManager, db_url: str) -> None:
-    commands.upgrade(db_url)
+    migrator.upgrade(db_url)
     assert manager.run_startup("validate").ok
 
 
 def test_upgrade_mode_refuses_a_database_that_drifted_from_the_models(
     manager: MigrationManager, db_url: str
 ) -> None:
-    commands.upgrade(db_url)
+    migrator.upgrade(db_url)
     execute(db_url, "ALTER TABLE users ADD COLUMN nickname VARCHAR(50)")
     with pytest.raises(SchemaValidationError) as caught:
         manager.run_startup("upgrade")
@@ -137,7 +137,7 @@ def test_ensure_tables_exist_creates_them_by_migrating(
 def test_create_performance_alerts_table_runs_its_migration(
     manager: MigrationManager, db_url: str
 ) -> None:
-    commands.upgrade(db_url, "0001")
+    migrator.upgrade(db_url, "0001")
     assert manager.create_performance_alerts_table() is True
     assert manager.validate_schema().ok
 
@@ -148,7 +148,7 @@ def test_create_missing_tables_refuses_a_table_of_no_revision(manager: Migration
 
 
 def test_validate_schema_reports_a_missing_column(manager: MigrationManager, db_url: str) -> None:
-    commands.upgrade(db_url)
+    migrator.upgrade(db_url)
     execute(db_url, "ALTER TABLE performance_alerts DROP COLUMN endpoint")
     report = manager.validate_schema()
     assert report.missing_columns == ("performance_alerts.endpoint",)
@@ -175,7 +175,7 @@ def test_a_held_advisory_lock_times_out_naming_its_holder(pg_url: str) -> None:
         pid = holder.execute(sa.text("SELECT pg_backend_pid()")).scalar_one()
         with (
             pytest.raises(MigrationLockTimeout, match=rf"pid {pid}.*pg_locks") as caught,
-            migration_lock(url, 0.3),
+            migration_lock(url, timeout=0.3),
         ):
             pass
         assert caught.value.timeout == 0.3
@@ -189,7 +189,7 @@ def test_a_held_sqlite_lock_times_out(sqlite_path: Path, sqlite_url: str) -> Non
         fcntl.flock(holder, fcntl.LOCK_EX)
         with (
             pytest.raises(MigrationLockTimeout, match="another process holds"),
-            migration_lock(sa.make_url(sqlite_url), 0.2),
+            migration_lock(sa.make_url(sqlite_url), timeout=0.2),
         ):
             pass
 
@@ -198,7 +198,7 @@ def test_another_thread_holding_the_process_lock_times_out(db_url: str) -> None:
     holding, release = threading.Event(), threading.Event()
 
     def hold() -> None:
-        with migration_lock(sa.make_url(db_url), 5):
+        with migration_lock(sa.make_url(db_url), timeout=5):
             holding.set()
             release.wait(10)
 
@@ -206,7 +206,7 @@ def test_another_thread_holding_the_process_lock_times_out(db_url: str) -> None:
     thread.start()
     holding.wait(10)
     try:
-        with pytest.raises(MigrationLockTimeout), migration_lock(sa.make_url(db_url), 0.1):
+        with pytest.raises(MigrationLockTimeout), migration_lock(sa.make_url(db_url), timeout=0.1):
             pass
     finally:
         release.set()

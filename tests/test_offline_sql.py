@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from ai_secretary_schema import commands
+from ai_secretary_schema import migrator
 
 DIALECT_URLS = {
     "sqlite": "sqlite:///offline.db",
@@ -16,7 +16,7 @@ DIALECT_URLS = {
 
 @pytest.fixture(params=sorted(DIALECT_URLS))
 def offline_script(request: pytest.FixtureRequest) -> tuple[str, str]:
-    return request.param, commands.offline_sql(DIALECT_URLS[request.param])
+    return request.param, migrator.offline_sql(DIALECT_URLS[request.param])
 
 
 def _created_tables(sql: str) -> list[str]:
@@ -45,7 +45,7 @@ def test_offline_sql_creates_every_table_in_revision_order(
     ],
 )
 def test_offline_sql_uses_each_dialects_spelling(dialect: str, fragment: str) -> None:
-    assert fragment in commands.offline_sql(DIALECT_URLS[dialect])
+    assert fragment in migrator.offline_sql(DIALECT_URLS[dialect])
 
 
 def test_offline_sql_stamps_the_head_revision(offline_script: tuple[str, str]) -> None:
@@ -58,12 +58,12 @@ def test_offline_sql_stamps_the_head_revision(offline_script: tuple[str, str]) -
 
 def test_offline_sql_up_to_a_revision_stops_there(offline_script: tuple[str, str]) -> None:
     dialect, _ = offline_script
-    sql = commands.offline_sql(DIALECT_URLS[dialect], "0001")
+    sql = migrator.offline_sql(DIALECT_URLS[dialect], "0001")
     assert _created_tables(sql) == ["alembic_version", "tenants", "users"]
 
 
 def test_a_password_with_percent_signs_survives_alembics_configparser() -> None:
     # The URL reaches env.py through Alembic's ConfigParser, where an unescaped "%" is an
     # interpolation error; the password must also stay out of the emitted SQL.
-    sql = commands.offline_sql("postgresql+psycopg2://u:50%25%25off%40@db.invalid/app")
+    sql = migrator.offline_sql("postgresql+psycopg2://u:50%25%25off%40@db.invalid/app")
     assert ("CREATE TABLE tenants" in sql, "50%" in sql) == (True, False)

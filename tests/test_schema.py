@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from helpers.db import DESIGN_DDL, ID_COLUMN
 from sqlalchemy import Engine, make_url
 
-from ai_secretary_schema import commands
+from ai_secretary_schema import migrator
 from ai_secretary_schema.engine import create_engine
 
 # The design document's DDL for performance_alerts, column for column:
@@ -41,7 +41,7 @@ DESIGN_PERFORMANCE_ALERTS = [
 @pytest.fixture
 def migrated(db_url: str) -> Iterator[Engine]:
     """An engine on a database upgraded to head."""
-    commands.upgrade(db_url)
+    migrator.upgrade(db_url)
     engine = create_engine(make_url(db_url), pooled=False)
     yield engine
     engine.dispose()
@@ -90,7 +90,7 @@ def test_design_ddl_and_migration_reflect_identically_on_sqlite(tmp_path: Path) 
     with design.begin() as connection:
         connection.exec_driver_sql(DESIGN_DDL.format(id=ID_COLUMN["sqlite"]))
     migrated_url = f"sqlite:///{tmp_path / 'migrated.db'}"
-    commands.upgrade(migrated_url)
+    migrator.upgrade(migrated_url)
     migrated = sa.create_engine(migrated_url)
 
     def shape(engine: Engine) -> list[tuple[object, ...]]:
@@ -208,23 +208,23 @@ def test_every_constraint_and_index_has_a_conventional_name(migrated: Engine) ->
 
 def test_round_trip_base_head_base_head(db_url: str) -> None:
     states = [
-        commands.upgrade(db_url).current,
-        commands.downgrade(db_url, "base").current,
-        commands.upgrade(db_url).current,
+        migrator.upgrade(db_url).current,
+        migrator.downgrade(db_url, "base").current,
+        migrator.upgrade(db_url).current,
     ]
     assert states == [("0002",), (), ("0002",)]
 
 
 def test_downgrade_one_step_keeps_the_rows_of_earlier_tables(db_url: str) -> None:
-    commands.upgrade(db_url)
+    migrator.upgrade(db_url)
     engine = create_engine(make_url(db_url), pooled=False)
     with engine.begin() as connection:
         connection.execute(sa.text("INSERT INTO tenants (id, name, slug) VALUES (1, 'T', 't')"))
         connection.execute(
             sa.text("INSERT INTO users (tenant_id, email, password_hash) VALUES (1, 'a@b.c', 'h')")
         )
-    commands.downgrade(db_url, "0001")
-    commands.upgrade(db_url)
+    migrator.downgrade(db_url, "0001")
+    migrator.upgrade(db_url)
     with engine.connect() as connection:
         users = connection.execute(sa.text("SELECT count(*) FROM users")).scalar_one()
     engine.dispose()

@@ -73,11 +73,31 @@ def test_the_installed_command_upgrades_a_new_sqlite_database_to_head(
     wheel_env: Path, tmp_path: Path
 ) -> None:
     result = _run(wheel_env, "upgrade", cwd=tmp_path)
-    assert (result.returncode, result.stdout, (tmp_path / "ai_secretary.db").is_file()) == (
+    assert (
+        result.returncode,
+        result.stdout.splitlines()[-1],
+        (tmp_path / "ai_secretary.db").is_file(),
+    ) == (
         0,
-        "sqlite:///ai_secretary.db: revision 0002 (at head)\n",
+        "sqlite:///ai_secretary.db: revision 0002 (at head)",
         True,
     )
+
+
+def test_the_wheel_contains_every_public_module(wheel_env: Path, tmp_path: Path) -> None:
+    # Every public name resolves, the Flask layer's included (a sub-package the wheel must list).
+    probe = subprocess.run(
+        [
+            str(wheel_env / "python"),
+            "-c",
+            "import ai_secretary_schema as a; [getattr(a, n) for n in a.__all__]",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert probe.returncode == 0, probe.stderr
 
 
 def test_the_new_environment_has_no_psycopg3(wheel_env: Path) -> None:

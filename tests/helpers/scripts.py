@@ -7,7 +7,7 @@ import shutil
 import textwrap
 from pathlib import Path
 
-from ai_secretary_schema.alembic_config import migrations_directory
+from ai_secretary_schema.history import migrations_directory
 
 _HEADER = '''"""{doc}
 

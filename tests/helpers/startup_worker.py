@@ -11,6 +11,7 @@ the schema report as JSON; on a package error prints it to stderr and exits 1.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 import time
@@ -28,6 +29,9 @@ def main() -> int:
     parser.add_argument("--barrier")
     parser.add_argument("--lock-timeout", type=float, default=120.0)
     args = parser.parse_args()
+    # Each revision the hook runs is logged at INFO (on stderr): the crowd tests count them.
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    logging.getLogger("ai_secretary_schema.progress").setLevel(logging.INFO)
     settings = SchemaSettings.resolve(
         database_url=args.url, schema_lock_timeout=args.lock_timeout, schema_startup="upgrade"
     )

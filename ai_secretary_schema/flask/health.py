@@ -13,36 +13,56 @@ The design's component 5, made so that no check can hang or crash its caller:
 * Failures are logged through an :class:`~ai_secretary_schema.rate_limit.ErrorRateLimiter`, so an
   outage writes a handful of lines a minute.
 * :meth:`ServiceHealthManager.start_background_monitoring` runs one daemon thread per
-  application; :meth:`ServiceHealthManager.stop` returns within a second.
+  application (kept in ``app.extensions``, so the application owns it);
+  :meth:`ServiceHealthManager.stop` returns within a second.
 
 Overall status: ``unhealthy`` when a critical service (the database) is unhealthy; ``degraded``
 when any other service is unhealthy, in fallback, degraded or unknown; else ``healthy``
 (``disabled`` services, such as Redis without ``REDIS_URL``, do not degrade it).
+
+``/health`` (:func:`create_health_blueprint`) serves the overall and per-service health as JSON,
+503 when the database is unhealthy::
+
+    {"status": "healthy" | "degraded" | "unhealthy",
+     "checked_at": "2025-01-01T00:00:00+00:00",
+     "services": {"database": {"status": "healthy", "critical": true,
+                               "last_check": "...", "response_time_ms": 1.2, "error": null},
+                  "redis": {...}, ...}}
+
+Where the answer comes from: while the background monitor runs, the results of its latest round
+are served as long as every service was checked within ``HEALTH_CHECK_INTERVAL`` +
+``HEALTH_CHECK_TIMEOUT`` seconds (a load balancer polling every second then costs the database
+nothing). Otherwise (no monitor, or stale results) every check runs on the request,
+concurrently, each bounded by its timeout, so the endpoint answers within about
+``HEALTH_CHECK_TIMEOUT`` even when PostgreSQL or Redis stops answering.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
-import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from enum import Enum
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import sqlalchemy as sa
-from flask import Flask
+from flask import Blueprint, Flask, Response, jsonify
 from sqlalchemy.engine import Connection, Engine
 
-from ai_secretary_schema.cache import FallbackCache
-from ai_secretary_schema.context import ApplicationContextManager
-from ai_secretary_schema.errors import SchemaError
+from ai_secretary_schema.errors import ExtensionNotRegisteredError, SchemaError
+from ai_secretary_schema.flask.cache import FallbackCache
+from ai_secretary_schema.flask.context import ApplicationContextManager
 from ai_secretary_schema.rate_limit import ErrorRateLimiter, log_limited
 from ai_secretary_schema.redaction import redact_text, url_password
 from ai_secretary_schema.settings import SchemaSettings
+
+if TYPE_CHECKING:
+    from ai_secretary_schema.flask import SchemaExtensionState
 
 __all__ = [
     "CheckResult",
@@ -52,7 +72,9 @@ __all__ = [
     "HealthStatus",
     "ServiceHealth",
     "ServiceHealthManager",
+    "create_health_blueprint",
     "overall_status",
+    "probe_connection",
 ]
 
 logger = logging.getLogger(__name__)
@@ -206,19 +228,37 @@ class _Monitor:
     stop: threading.Event = field(default_factory=threading.Event)
 
 
-# One background monitor per application, whichever manager started it.
-_monitors: weakref.WeakKeyDictionary[Flask, _Monitor] = weakref.WeakKeyDictionary()
+#: ``app.extensions`` key of the application's background monitor (one per application,
+#: whichever manager started it): the application owns it, so it ends with the application.
+MONITOR_KEY = "ai_secretary_schema.health_monitor"
+# Guards the check-then-start of a monitor; it holds no state of its own.
 _monitors_lock = threading.Lock()
+
+
+def _extension_state(app: Flask) -> SchemaExtensionState | None:
+    """The extension's state of ``app``, or ``None`` when the extension is not registered."""
+    # Imported here: the extension's module imports this one (it builds a manager per app).
+    from ai_secretary_schema.flask import EXTENSION_KEY, SchemaExtensionState
+
+    state = app.extensions.get(EXTENSION_KEY)
+    return state if isinstance(state, SchemaExtensionState) else None
 
 
 class ServiceHealthManager:
     """Runs and remembers the health checks of one application.
 
     The database (critical) and Redis checks are registered under :attr:`DATABASE` and
-    :attr:`REDIS`; :meth:`register_check` adds others. ``engine_provider`` is called on each
-    database check, so an engine replaced at runtime is the one checked. ``cache`` is the
-    :class:`~ai_secretary_schema.cache.FallbackCache` the Redis check pings (one is built from
-    ``settings.redis_url`` if not given). ``database_probe`` is the query of the round trip.
+    :attr:`REDIS`; :meth:`register_check` adds others.
+
+    By default everything comes from the application's
+    :class:`~ai_secretary_schema.flask.SchemaExtension`, so the design's
+    ``ServiceHealthManager(app, ApplicationContextManager(app))`` works once the extension is
+    registered: the engine (looked up on each database check), the settings and the cache.
+    Without the extension, pass ``engine_provider`` (called on each database check, so an engine
+    replaced at runtime is the one checked); ``settings`` then default to
+    ``SchemaSettings.resolve(app.config, os.environ)`` and a
+    :class:`~ai_secretary_schema.flask.cache.FallbackCache` is built from ``settings.redis_url``.
+    ``database_probe`` is the query of the round trip.
     """
 
     DATABASE = "database"
@@ -229,14 +269,31 @@ class ServiceHealthManager:
         app: Flask,
         context_manager: ApplicationContextManager | None = None,
         *,
-        engine_provider: Callable[[], Engine],
-        settings: SchemaSettings,
+        engine_provider: Callable[[], Engine] | None = None,
+        settings: SchemaSettings | None = None,
         cache: FallbackCache | None = None,
         database_probe: str = "SELECT 1",
         limiter: ErrorRateLimiter | None = None,
     ) -> None:
         self.app = app
         self.context_manager = context_manager or ApplicationContextManager(app)
+        state = _extension_state(app)
+        if engine_provider is None:
+            if state is None:
+                raise ExtensionNotRegisteredError(
+                    f"ServiceHealthManager has no database engine for application {app.name!r}: "
+                    "register the extension first (SchemaExtension(app), or schema.init_app(app) "
+                    "in the application factory), or pass engine_provider=lambda: engine"
+                )
+            engine_provider = self._extension_engine
+        if settings is None:
+            settings = (
+                state.settings
+                if state is not None
+                else SchemaSettings.resolve(app.config, os.environ)
+            )
+        if cache is None and state is not None:
+            cache = state.cache  # one Redis pool per application; the extension closes it
         self.settings = settings
         self.interval = settings.health_check_interval
         self.timeout = settings.health_check_timeout
@@ -262,6 +319,14 @@ class ServiceHealthManager:
         }
         self.register_check(self.DATABASE, self._probe_database, critical=True)
         self.register_check(self.REDIS, self._probe_redis)
+
+    def _extension_engine(self) -> Engine:
+        state = _extension_state(self.app)
+        if state is None:
+            raise ExtensionNotRegisteredError(
+                f"SchemaExtension is no longer registered on application {self.app.name!r}"
+            )
+        return state.engine
 
     # -- registration and queries ------------------------------------------------------------
 
@@ -510,11 +575,15 @@ class ServiceHealthManager:
 
     # -- background monitoring ---------------------------------------------------------------
 
+    def _monitor(self) -> _Monitor | None:
+        monitor = self.app.extensions.get(MONITOR_KEY)
+        return monitor if isinstance(monitor, _Monitor) else None
+
     @property
     def monitoring(self) -> bool:
         """True while this manager's background monitor runs."""
         with _monitors_lock:
-            monitor = _monitors.get(self.app)
+            monitor = self._monitor()
         return (
             monitor is not None
             and monitor.manager is self
@@ -535,7 +604,7 @@ class ServiceHealthManager:
         :class:`HealthMonitorAlreadyRunningError` if another manager monitors the same app.
         """
         with _monitors_lock:
-            existing = _monitors.get(self.app)
+            existing = self._monitor()
             if existing is not None and existing.thread.is_alive() and not existing.stop.is_set():
                 if existing.manager is not self:
                     raise HealthMonitorAlreadyRunningError(
@@ -550,7 +619,7 @@ class ServiceHealthManager:
                 name=f"health-monitor-{self.app.name}",
                 daemon=True,
             )
-            _monitors[self.app] = _Monitor(self, thread, stop)
+            self.app.extensions[MONITOR_KEY] = _Monitor(self, thread, stop)
             thread.start()
         return thread
 
@@ -579,7 +648,7 @@ class ServiceHealthManager:
         their own daemon threads; their results are dropped.
         """
         with _monitors_lock:
-            monitor = _monitors.get(self.app)
+            monitor = self._monitor()
             if monitor is None or monitor.manager is not self:
                 return True
             monitor.stop.set()
@@ -588,8 +657,8 @@ class ServiceHealthManager:
         monitor.thread.join(timeout)
         stopped = not monitor.thread.is_alive()
         with _monitors_lock:
-            if stopped and _monitors.get(self.app) is monitor:
-                del _monitors[self.app]
+            if stopped and self._monitor() is monitor:
+                del self.app.extensions[MONITOR_KEY]
         return stopped
 
     def close(self) -> bool:
@@ -598,3 +667,41 @@ class ServiceHealthManager:
         if self._owns_cache:
             self.cache.close()
         return stopped
+
+
+# -- the /health endpoint ------------------------------------------------------------------------
+
+
+def create_health_blueprint(
+    manager: ServiceHealthManager,
+    url_prefix_or_path: str = "/health",
+    *,
+    name: str = "ai_secretary_health",
+    max_age: float | None = None,
+) -> Blueprint:
+    """A blueprint serving ``manager``'s health at ``url_prefix_or_path`` (GET and HEAD).
+
+    Register it with ``app.register_blueprint(create_health_blueprint(manager))``. ``name`` must
+    differ if the blueprint is registered more than once on an application. ``max_age``
+    overrides the freshness bound of the monitor's results (``0``: always check on request; see
+    the module's documentation).
+    """
+    path = "/" + url_prefix_or_path.strip("/") if url_prefix_or_path.strip("/") else "/"
+    blueprint = Blueprint(name, __name__)
+
+    @blueprint.get(path)
+    def health() -> Response:
+        report = None
+        if max_age is None:
+            if manager.monitoring:
+                report = manager.latest_report(manager.interval + manager.timeout)
+        elif max_age > 0:
+            report = manager.latest_report(max_age)
+        if report is None:
+            report = manager.check_all()
+        response = jsonify(report.to_dict())
+        response.status_code = report.http_status
+        response.headers["Cache-Control"] = "no-store"
+        return response
+
+    return blueprint
