@@ -13,7 +13,8 @@ everything that answer depended on is provably the same:
   Alembic's own comparison, so the warm start can never be more lenient than the full path.
 * **the code that compared it**, by a package key: the name, size and ``mtime_ns`` of every file
   of the installed package and of the script directory, the installed SQLAlchemy and Alembic
-  versions, the script directory's path and the table names. A new revision, an edited model or
+  installations (which files, of what size and age: not their metadata, whose import alone
+  costs 15 ms), the script directory's path and the table names. A new revision, an edited model or
   an upgraded library is a new key, with nothing remembered under it yet.
 
 :class:`WarmStart` keeps, per package key, the fingerprints that passed (a bounded list: one
@@ -32,7 +33,7 @@ loads Alembic, the ORM, the models or Flask.
 from __future__ import annotations
 
 import hashlib
-import importlib.metadata
+import importlib.util
 import json
 import logging
 import os
@@ -280,12 +281,18 @@ def _files(root: Path) -> list[tuple[str, int, int]]:
     return sorted(found)
 
 
-def _installed_version(distribution: str) -> str:
-    # importlib.metadata reads the installed metadata without importing the distribution.
-    try:
-        return importlib.metadata.version(distribution)
-    except importlib.metadata.PackageNotFoundError:
+def _installed_library(module: str) -> str:
+    """Which installation of ``module`` this is, without importing it: its ``__init__.py``'s
+    path, size and mtime (an upgrade or reinstall rewrites it). Cheaper than importlib.metadata,
+    whose import alone costs a warm start about 15 ms."""
+    spec = importlib.util.find_spec(module)
+    if spec is None or spec.origin is None:
         return "not installed"
+    try:
+        stat = os.stat(spec.origin)
+    except OSError:
+        return f"{spec.origin}: unreadable"
+    return f"{spec.origin}:{stat.st_size}:{stat.st_mtime_ns}"
 
 
 class WarmStart:
@@ -317,8 +324,8 @@ class WarmStart:
         described = {
             "format": _FORMAT,
             "python": list(sys.version_info[:2]),
-            "sqlalchemy": _installed_version("SQLAlchemy"),
-            "alembic": _installed_version("alembic"),
+            "sqlalchemy": [sa.__version__, _installed_library("sqlalchemy")],
+            "alembic": _installed_library("alembic"),
             "script_location": str(self.script_location),
             "tables": list(self.tables),
             "files": trees,
