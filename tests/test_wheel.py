@@ -8,6 +8,7 @@ SQLAlchemy 2.1's default driver.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import venv
@@ -42,10 +43,14 @@ def wheel_env(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (wheel,) = (base / "dist").glob("ai_secretary_schema-*.whl")
     venv.create(base / "venv", with_pip=True)
     bin_dir = base / "venv" / "bin"
+    # Without PYTHONPATH, as a user installs: a checkout on it (with the egg-info the wheel build
+    # leaves there) would make pip think the package is already installed and skip it.
+    env = {name: value for name, value in os.environ.items() if name != "PYTHONPATH"}
     subprocess.run(
         [str(bin_dir / "python"), "-m", "pip", "install", "-q", str(wheel)],
         check=True,
         capture_output=True,
+        env=env,
     )
     return bin_dir
 
