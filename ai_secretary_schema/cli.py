@@ -12,6 +12,10 @@ the models; exit 0 when they agree, 1 listing every difference (or more than one
 database is created on that server and dropped afterwards (the role needs ``CREATEDB``; the URL's
 own database is not changed). ``validate`` reports a live database the same way and never alters
 it. Both take ``--json``.
+
+``lint [REVISION_RANGE]`` reviews the revisions for lock safety on a live PostgreSQL database
+(:mod:`ai_secretary_schema.lint`; ``check`` runs it on every revision too): exit 0 when clean,
+1 listing each finding with its safe way, 2 for a range naming an unknown revision.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 
-from ai_secretary_schema.errors import SchemaError
+from ai_secretary_schema.errors import RevisionRangeError, SchemaError
 from ai_secretary_schema.migrator import Migrator, check
 from ai_secretary_schema.redaction import redact_text
 from ai_secretary_schema.schema_report import SchemaReport
@@ -86,6 +90,12 @@ def _cmd_validate(args: argparse.Namespace, migrator: Migrator) -> int:
     return _report(migrator.validate(), args.json)
 
 
+def _cmd_lint(args: argparse.Namespace, migrator: Migrator) -> int:
+    report = migrator.lint(args.revision_range)
+    _out(report.to_json(indent=2) if args.json else report.to_text())
+    return 0 if report.ok else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
@@ -133,7 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
         "check",
         _cmd_check,
         "upgrade a scratch database (SQLite; PostgreSQL with --url) to head and compare it with "
-        "the models: exit 1 listing every difference, or on more than one head",
+        "the models, and lint every revision: exit 1 listing every difference and unsafe "
+        "statement, or on more than one head",
         report=True,
     )
     add(
@@ -142,6 +153,19 @@ def build_parser() -> argparse.ArgumentParser:
         "compare a live database with the models and the head revision (never alters it): "
         "exit 1 when it is behind head or differs",
         report=True,
+    )
+    add(
+        "lint",
+        _cmd_lint,
+        "review the revisions for lock safety on a live PostgreSQL database (never connects): "
+        "exit 1 listing each unsafe statement and its safe way",
+        report=True,
+    ).add_argument(
+        "revision_range",
+        nargs="?",
+        metavar="REVISION_RANGE",
+        help="A:B for the revisions after A up to B (as `alembic upgrade A:B --sql`), or one "
+        "revision (default: every revision)",
     )
     return parser
 
@@ -162,7 +186,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SchemaError as exc:
         message = " | ".join(line.strip() for line in str(exc).splitlines() if line.strip())
         sys.stderr.write(f"ai-secretary-schema: error: {redact_text(message)}\n")
-        return 1
+        return 2 if isinstance(exc, RevisionRangeError) else 1
 
 
 if __name__ == "__main__":  # pragma: no cover - exercised through `python -m`

@@ -15,10 +15,13 @@ import json
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from sqlalchemy import Connection, MetaData
+
+if TYPE_CHECKING:
+    from ai_secretary_schema.lint import Finding
 
 
 @dataclass(frozen=True)
@@ -62,6 +65,9 @@ class SchemaReport:
     fast_path: bool = False
     #: Set by the startup hook: the revision an unversioned database was adopted at.
     adopted_at: str | None = field(default=None)
+    #: Set by ``check``: what the lint found in the revisions (:mod:`ai_secretary_schema.lint`);
+    #: a finding of severity ``error`` makes the report not ``ok``.
+    lint: tuple[Finding, ...] = ()
 
     @property
     def at_head(self) -> bool:
@@ -74,9 +80,17 @@ class SchemaReport:
         return not self.diffs
 
     @property
+    def lint_errors(self) -> tuple[Finding, ...]:
+        """The lint findings that fail the report (information does not)."""
+        return tuple(finding for finding in self.lint if finding.fails)
+
+    @property
     def ok(self) -> bool:
-        """At head and no difference: what the startup hook requires (always true if skipped)."""
-        return self.skipped or (self.at_head and self.matches_models and len(self.heads) == 1)
+        """At head, no difference, no failing lint finding: what the startup hook and ``check``
+        require (always true if skipped)."""
+        return self.skipped or (
+            self.at_head and self.matches_models and len(self.heads) == 1 and not self.lint_errors
+        )
 
     def differences(self) -> list[str]:
         """Every difference, one readable line each (table, column, what differs)."""
@@ -104,7 +118,8 @@ class SchemaReport:
             where = f"behind head ({', '.join(self.heads) or 'none'})"
         found = self.differences()
         what = "no differences" if not found else f"{len(found)} difference(s)"
-        return f"{where}, {what}"
+        unsafe = f", {len(self.lint_errors)} lint finding(s)" if self.lint_errors else ""
+        return f"{where}, {what}{unsafe}"
 
     def advice(self) -> str | None:
         """What to do about what the report found, or ``None`` when it is ok.
@@ -130,6 +145,12 @@ class SchemaReport:
                 "the database is behind head: run `ai-secretary-schema upgrade` (or "
                 "`flask db upgrade`) in your release step, or start with SCHEMA_STARTUP=upgrade"
             )
+        if self.matches_models:
+            return (
+                "a revision is not safe to run on a live database: rewrite it the safe way "
+                "given with each lint finding; if a finding is safe in its revision, say why "
+                "there with lint_ignore = {'rule-id': 'why it is safe here'}"
+            )
         return (
             "the database is at head but differs from the models: a model changed without a "
             "migration, or the database was changed by hand. See every difference with "
@@ -145,6 +166,7 @@ class SchemaReport:
         if self.adopted_at:
             lines.append(f"  adopted an unversioned database at revision {self.adopted_at}")
         lines += [f"  - {line}" for line in self.differences()]
+        lines += ["  - lint " + finding.to_text().replace("\n", "\n  ") for finding in self.lint]
         advice = self.advice()
         if advice is not None:
             lines.append(f"  What to do: {advice}.")
@@ -154,6 +176,7 @@ class SchemaReport:
         """For machines: every field, plus ``ok``, ``at_head`` and ``differences``."""
         data = asdict(self)
         data.update(
+            lint=[finding.to_dict() for finding in self.lint],
             ok=self.ok,
             at_head=self.at_head,
             differences=self.differences(),

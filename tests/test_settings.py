@@ -18,6 +18,7 @@ from sqlalchemy.engine import make_url
 
 from ai_secretary_schema import cli
 from ai_secretary_schema.errors import DatabaseConfigError
+from ai_secretary_schema.lint.steps import POSTGRESQL_URL, SQLITE_URL
 from ai_secretary_schema.settings import (
     DEFAULT_DATABASE_URL,
     SchemaSettings,
@@ -229,4 +230,10 @@ def test_a_check_run_parses_the_url_once(
     monkeypatch.delenv("DATABASE_URL", raising=False)
     assert cli.main(["check", *check_url]) == 0
     assert "no differences" in capsys.readouterr().out
-    assert len(parses) == 1, parses
+    # check also lints, with a URL of its own for each dialect, parsed once each: a PostgreSQL
+    # one whose dialect the offline SQL is emitted for (never connected to) and a private
+    # in-memory SQLite database.
+    checked = list(parses)
+    for own in (POSTGRESQL_URL, SQLITE_URL):
+        checked.remove(own)
+    assert len(checked) == 1, parses
