@@ -14,36 +14,46 @@ Three layers, taken in this order:
    It is reentrant for the thread that holds it, and a thread already holding the lock of a
    database does not take that database's lock again (a nested call would otherwise wait for
    itself on PostgreSQL).
-2. **PostgreSQL: a session-level advisory lock** (``pg_advisory_lock``) on a connection of its
-   own (its own engine, no pool, autocommit), held for the whole upgrade. A *transaction*-level
-   lock (``pg_advisory_xact_lock``) would not do: Alembic commits after each revision
-   (``transaction_per_migration``) and ``autocommit_block()`` commits too, each of which would
-   release it half-way. Advisory lock keys are cluster-wide, so the key is derived from the
-   database name (:func:`advisory_lock_key`): migrations of two databases on one server do not
-   wait for each other. Waiting is bounded by ``SET lock_timeout``; when it expires,
-   :class:`~ai_secretary_schema.errors.MigrationLockTimeout` names the process holding the lock.
-   The lock is released (``pg_advisory_unlock``, then the connection is closed) however the
-   upgrade ends; if the process dies, the server ends its session and the lock goes with it.
+2. **PostgreSQL: a transaction-scoped advisory lock held in an open transaction on a connection
+   of its own.** ``pg_try_advisory_xact_lock(key)`` is taken in a transaction that stays open
+   (idle) for the whole migration, on a dedicated connection (its own engine, no pool); the
+   migration runs on another connection, whose per-revision commits and ``autocommit_block()``
+   therefore never touch it. The lock ends with that transaction: a rollback when the
+   migration ends, or the server ending the transaction when the process or its connection
+   dies (``kill -9`` included), so no stale lock is ever left. ``SET LOCAL
+   idle_in_transaction_session_timeout = 0`` in that transaction keeps a server-wide setting
+   from killing it half-way, and it is READ COMMITTED whatever the server's default, so that
+   idle it holds no snapshot: ``CREATE INDEX CONCURRENTLY`` in the migration waits for every
+   older snapshot, and would otherwise wait for its own migrator's lock forever.
+
+   This is what makes the lock survive a **connection pooler in transaction mode** (PgBouncer
+   ``pool_mode = transaction``): the pooler pins a server connection to a client for exactly
+   as long as the client's transaction is open, so the lock and its transaction stay on one
+   server connection, and nothing outlives the transaction to leak to the pooler's next client
+   (a *session* advisory lock would: taken on one server connection and "released" on another,
+   it serialises nothing). Waiters never block in the server: each poll is a short transaction
+   (``pg_try_advisory_xact_lock``, then rollback) followed by a sleep with exponential backoff
+   and jitter, capped at :data:`POLL_CAP` seconds, so a waiter holds a pooler slot only for a
+   moment and a crowd cannot exhaust a small pool while the holder needs it. The same code runs
+   on a direct connection: one lock implementation for PostgreSQL.
+
+   Advisory lock keys are cluster-wide, so the key is derived from the database's name as the
+   server reports it (``current_database()``, the same behind a pooler alias): migrations of
+   two databases on one server do not wait for each other. When ``SCHEMA_LOCK_TIMEOUT``
+   expires, :class:`~ai_secretary_schema.errors.MigrationLockTimeout` names the process holding
+   the lock and how to find and end it. Before polling, the server's ``version()`` is checked:
+   a server that only looks like PostgreSQL (CockroachDB, YugabyteDB), whose advisory locks lock
+   nothing, is refused (:mod:`ai_secretary_schema.server`).
+
+   The pooler must let a transaction stay idle for the length of a migration (PgBouncer's
+   ``idle_transaction_timeout``, default 0: off) and must pass ``current_database()`` through
+   unchanged (it does).
 3. **SQLite file: an exclusive** ``flock`` on a sidecar file ``<database>.migrate.lock`` next to
    the database. The kernel drops an ``flock`` when the process holding it dies, ``kill -9``
    included, so a crashed upgrade never leaves a stale lock behind (a lock *file* whose mere
    existence meant "locked" would). The sidecar file is left in place on purpose: deleting it
    while another process waits on it would let a third process lock a new file beside it. An
    in-memory database is private to its process and needs only the process-wide lock.
-
-Connection poolers in transaction mode (PgBouncer ``pool_mode = transaction``)
-    A session-level advisory lock belongs to a *server* connection. Behind a pooler in
-    transaction mode, consecutive statements of one client connection may run on different server
-    connections: ``pg_advisory_lock`` is taken on one server connection and
-    ``pg_advisory_unlock`` may run on another (where it does nothing), so the lock leaks to
-    whichever client gets that server connection next, and meanwhile other workers can take it
-    through other server connections. The lock then serialises nothing. With such a pooler,
-    either run migrations over a direct connection to PostgreSQL (or a pooler database in
-    *session* mode): pass that URL to the migration step, e.g. ``ai-secretary-schema upgrade
-    --url "$SCHEMA_MIGRATION_URL"`` in a release step; or start the workers with
-    ``SCHEMA_STARTUP=validate`` (they only check the schema, never migrate) and upgrade once, in
-    a release/deploy step, over a direct connection. The same applies to any proxy that
-    multiplexes sessions (e.g. AWS RDS Proxy with pinning disabled).
 
 Limits on SQLite
     ``flock`` works between processes of one host on a local file system. It does not reliably
@@ -58,6 +68,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import random
 import sys
 import threading
 import time
@@ -69,9 +80,11 @@ import sqlalchemy as sa
 from sqlalchemy.engine import URL, Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
+from ai_secretary_schema.connection import RetryPolicy, classify_connection_error
 from ai_secretary_schema.engine import create_engine, sqlite_file_path
 from ai_secretary_schema.errors import DatabaseConnectionError, MigrationLockTimeout
 from ai_secretary_schema.redaction import redact_text, redact_url, url_password
+from ai_secretary_schema.server import VERSION_QUERY, refuse_unsafe_server
 from ai_secretary_schema.settings import SchemaSettings
 
 logger = logging.getLogger(__name__)
@@ -81,9 +94,6 @@ PROCESS_LOCK = threading.RLock()
 
 #: Suffix of the sidecar file locked while a SQLite database is migrated.
 SQLITE_LOCK_SUFFIX = ".migrate.lock"
-
-#: SQLSTATE of ``lock_timeout`` expiring (``lock_not_available``).
-_LOCK_NOT_AVAILABLE = "55P03"
 
 _held = threading.local()
 
@@ -131,8 +141,8 @@ def migration_lock(
     its own, made with ``settings``' connect timeout). ``timeout`` is how many seconds to wait
     for another thread or process holding it (default ``SCHEMA_LOCK_TIMEOUT``; ``0``: do not
     wait); then :class:`~ai_secretary_schema.errors.MigrationLockTimeout` is raised. See the
-    module's documentation for what the lock is on each dialect, and why a pooler in
-    transaction mode defeats it on PostgreSQL.
+    module's documentation for what the lock is on each dialect, and why it holds behind a
+    pooler in transaction mode on PostgreSQL.
     """
     url = engine_or_url.url if isinstance(engine_or_url, Engine) else engine_or_url
     settings = settings if settings is not None else SchemaSettings()
@@ -173,6 +183,12 @@ def migration_lock(
 
 # -- PostgreSQL ------------------------------------------------------------------------------
 
+#: The longest sleep between two polls of a waiter (seconds): a freed lock is taken within it.
+POLL_CAP = 0.5
+#: Backoff between polls: 10 ms, doubling, up to :data:`POLL_CAP`, each scaled by a random
+#: factor in [0.5, 1] so that a crowd of waiters does not poll in step.
+POLL_BACKOFF = RetryPolicy(initial_delay=0.01, multiplier=2.0, max_delay=POLL_CAP, jitter=0.5)
+
 
 def _lock_holders(connection: Connection, key: int) -> list[int]:
     # A bigint advisory key is stored as classid (high 32 bits) and objid (low 32 bits),
@@ -194,7 +210,7 @@ def _timeout_message(url: URL, key: int, timeout: float, holders: list[int]) -> 
     return (
         f"could not take the migration lock of {redact_url(url)} within {timeout:g} s: "
         f"{who} holds it (another worker is migrating, or a session is stuck). Find it with "
-        f"SELECT pid, application_name, client_addr, state, query_start FROM pg_stat_activity "
+        f"SELECT pid, application_name, client_addr, state, xact_start FROM pg_stat_activity "
         f"WHERE pid IN (SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted); "
         f"if it is stuck, end it with SELECT pg_terminate_backend(<pid>). Raise "
         f"SCHEMA_LOCK_TIMEOUT if migrations legitimately take longer (lock key {key})."
@@ -205,15 +221,16 @@ def _timeout_message(url: URL, key: int, timeout: float, holders: list[int]) -> 
 def _postgresql_lock(
     url: URL, settings: SchemaSettings, timeout: float, deadline: float
 ) -> Iterator[None]:
-    key = advisory_lock_key(url.database or "")
+    """Hold the advisory lock of ``url``'s database in an open transaction of a connection of
+    its own for the ``with`` block (see the module's documentation)."""
     engine = create_engine(url, settings, pooled=False)
     try:
         try:
-            connection = engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+            # READ COMMITTED whatever the server's default: between statements its idle
+            # transaction then holds no snapshot, so CREATE INDEX CONCURRENTLY in the migration
+            # (which waits for older snapshots) and VACUUM never wait for the lock's holder.
+            connection = engine.connect().execution_options(isolation_level="READ COMMITTED")
         except DBAPIError as error:
-            # Imported here: the connection module is not needed on the lock's happy path.
-            from ai_secretary_schema.connection import classify_connection_error
-
             raise DatabaseConnectionError(
                 f"cannot connect to {redact_url(url)} to take the migration lock: "
                 f"{redact_text(str(error.orig), [url_password(url)])}",
@@ -221,58 +238,79 @@ def _postgresql_lock(
                 url=redact_url(url),
             ) from None
         try:
-            _acquire_advisory_lock(connection, url, key, timeout, deadline)
+            key = _check_server(connection, url, settings)
+            _acquire_xact_lock(connection, url, key, timeout, deadline)
             logger.info("took the migration lock of %s (advisory key %d)", redact_url(url), key)
             try:
                 yield
             finally:
-                _release_advisory_lock(connection, key)
+                _release_xact_lock(connection, key)
         finally:
-            # Closing the session releases the lock even if the unlock above could not run.
             connection.close()
     finally:
         engine.dispose()
 
 
-def _acquire_advisory_lock(
+def _check_server(connection: Connection, url: URL, settings: SchemaSettings) -> int:
+    """Refuse a look-alike server; return the lock key of the database the server reports."""
+    version, database = connection.execute(sa.text(f"{VERSION_QUERY}, current_database()")).one()
+    connection.rollback()
+    refuse_unsafe_server(str(version), url, settings)
+    return advisory_lock_key(str(database))
+
+
+def _acquire_xact_lock(
     connection: Connection, url: URL, key: int, timeout: float, deadline: float
 ) -> None:
-    got = connection.execute(sa.text("SELECT pg_try_advisory_lock(:key)"), {"key": key}).scalar()
-    if got:
-        return
-    remaining = deadline - time.monotonic()
-    logger.info(
-        "waiting up to %.1f s for the migration lock of %s (held by pid %s)",
-        max(remaining, 0),
-        redact_url(url),
-        ", ".join(map(str, _lock_holders(connection, key))) or "?",
-    )
-    if remaining <= 0:
-        raise MigrationLockTimeout(
-            _timeout_message(url, key, timeout, _lock_holders(connection, key)), timeout=timeout
-        )
-    # lock_timeout bounds the blocking wait; a waiter is woken the moment the lock is freed
-    # (polling pg_try_advisory_lock would add up to one poll interval per waiter).
-    connection.execute(sa.text(f"SET lock_timeout = {max(1, int(remaining * 1000))}"))
-    try:
-        connection.execute(sa.text("SELECT pg_advisory_lock(:key)"), {"key": key})
-    except DBAPIError as error:
-        if getattr(error.orig, "pgcode", None) != _LOCK_NOT_AVAILABLE:
-            raise
-        raise MigrationLockTimeout(
-            _timeout_message(url, key, timeout, _lock_holders(connection, key)), timeout=timeout
-        ) from None
-    finally:
-        if not connection.invalidated:
-            connection.execute(sa.text("RESET lock_timeout"))
+    """Poll until the lock is taken; on return the transaction that holds it is open."""
+    rng = random.Random()
+    attempt = 0
+    while True:
+        attempt += 1
+        # One statement: the transaction is made immune to a server-wide
+        # idle_in_transaction_session_timeout (it idles for the whole migration) and the lock
+        # is tried; pg_try_* never waits in the server, so a waiter never pins a pooler slot.
+        got = connection.execute(
+            sa.text(
+                "SELECT set_config('idle_in_transaction_session_timeout', '0', true), "
+                "pg_try_advisory_xact_lock(:key)"
+            ),
+            {"key": key},
+        ).one()[1]
+        if got:
+            return
+        remaining = deadline - time.monotonic()
+        if attempt == 1 or remaining <= 0:
+            holders = _lock_holders(connection, key)
+            if remaining <= 0:
+                connection.rollback()
+                raise MigrationLockTimeout(
+                    _timeout_message(url, key, timeout, holders), timeout=timeout
+                )
+            logger.info(
+                "waiting up to %.1f s for the migration lock of %s (held by pid %s)",
+                remaining,
+                redact_url(url),
+                ", ".join(map(str, holders)) or "?",
+            )
+        # End the short transaction before sleeping: behind a pooler in transaction mode this
+        # hands the server connection back to the pool.
+        connection.rollback()
+        time.sleep(min(POLL_BACKOFF.delay(attempt, rng), max(remaining, 0.0)))
 
 
-def _release_advisory_lock(connection: Connection, key: int) -> None:
+def _release_xact_lock(connection: Connection, key: int) -> None:
     try:
-        connection.execute(sa.text("SELECT pg_advisory_unlock(:key)"), {"key": key})
+        # Ending the transaction releases a transaction-scoped advisory lock.
+        connection.rollback()
     except DBAPIError:
-        # The session is gone (server restart, network): the server released the lock with it.
-        logger.warning("could not unlock the migration lock (key %d); its session ended", key)
+        # The connection is gone (server restart, network): the server ended the transaction
+        # and released the lock with it, possibly before the migration ended.
+        logger.warning(
+            "the migration lock's connection ended before the migration did (advisory key %d): "
+            "another process may have taken the lock meanwhile; check the database's revision",
+            key,
+        )
 
 
 # -- SQLite ----------------------------------------------------------------------------------
