@@ -38,7 +38,9 @@ through :func:`redact_text` with the URL's password as a secret.
 from __future__ import annotations
 
 import logging
+import os
 import random
+import threading
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -278,7 +280,7 @@ class PostgreSQLConnector:
                     log_limited(
                         logger,
                         LOG_LIMITER,
-                        f"retry:{failure.kind.value}:{_where(url)}",
+                        _outage_key(shown),
                         logging.WARNING,
                         "PostgreSQL at %s: attempt %d failed (%s: %s); retrying in %.2f s",
                         _where(url),
@@ -373,6 +375,27 @@ def _default_file() -> Path:
     path = sqlite_file_path(make_url(DEFAULT_DATABASE_URL))
     assert path is not None
     return path.resolve()
+
+
+def _outage_key(redacted_url: str) -> str:
+    # Retries and the final failure of one database are one outage: one rate-limit key, so a
+    # process starting during it writes a handful of lines, not a handful per kind.
+    return f"outage:{redacted_url}"
+
+
+_connected: set[tuple[int, str]] = set()
+_connected_lock = threading.Lock()
+
+
+def _first_connect(redacted_url: str) -> bool:
+    """True the first time this process connects to this database: "Connected to" is news
+    once; every later engine of the same process (a second app, a CLI step) says it at DEBUG."""
+    key = (os.getpid(), redacted_url)
+    with _connected_lock:
+        if key in _connected:
+            return False
+        _connected.add(key)
+        return True
 
 
 def _log_default_file(settings: SchemaSettings) -> None:
@@ -487,7 +510,9 @@ class SmartConnectionManager:
     @staticmethod
     def _log(result: ConnectionResult) -> None:
         if result.success:
-            logger.info(  # once a connect, not a storm: not rate-limited
+            first = _first_connect(result.connection_string)
+            logger.log(
+                logging.INFO if first else logging.DEBUG,
                 "Connected to %s (driver %s, %d attempt(s), %.2f s)",
                 result.connection_string,
                 result.driver,
@@ -498,7 +523,7 @@ class SmartConnectionManager:
             log_limited(
                 logger,
                 LOG_LIMITER,
-                f"failed:{result.error_kind}:{result.connection_string}",
+                _outage_key(result.connection_string),
                 logging.ERROR,
                 "Database connection failed (%s): %s",
                 result.error_kind.value if result.error_kind else "unknown",

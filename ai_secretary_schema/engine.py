@@ -2,7 +2,8 @@
 
 SQLite gets what a server-less, file-based database needs to behave (foreign keys enforced, WAL,
 a busy timeout, real transactions around DDL) and never a PostgreSQL pool argument; PostgreSQL
-gets a bounded, pre-pinged, recycled pool and a connect timeout.
+gets a bounded, pre-pinged, recycled pool and a connect timeout, and with psycopg 3 no
+server-side prepared statements (they break behind a pooler in transaction mode).
 """
 
 from __future__ import annotations
@@ -70,6 +71,14 @@ def engine_options(url: URL, settings: SchemaSettings | None = None) -> dict[str
         if "connect_timeout" not in url.query:
             # libpq takes whole seconds; 0 would mean "wait forever".
             connect_args["connect_timeout"] = max(1, round(settings.database_connect_timeout))
+        if url.get_driver_name() == "psycopg":
+            # psycopg 3 turns a query into a server-side prepared statement after 5 executions.
+            # Behind a pooler in transaction mode (PgBouncer) the next transaction may run on
+            # another server connection, where "prepared statement … does not exist". Nothing
+            # tells a client that a pooler sits in between, and the failure comes late and
+            # looks unrelated, so preparing is always off (as with psycopg2, which never
+            # prepares): what it saves is one parse per query, small beside a round trip.
+            connect_args["prepare_threshold"] = None
         return {
             "pool_size": settings.database_pool_size,
             "max_overflow": settings.database_max_overflow,

@@ -13,6 +13,7 @@ from enum import Enum
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from ai_secretary_schema.ddl_guard import Blocker
     from ai_secretary_schema.schema_report import SchemaReport
 
 
@@ -81,12 +82,60 @@ class MigrationLockTimeout(MigrationError):
         self.timeout = timeout
 
 
+class MigrationBlockedError(MigrationError):
+    """A revision could not get its locks within ``lock_timeout``, every retry included.
+
+    ``failed_revision`` is the revision that was blocked, ``revision`` the one the database was
+    left at (its transaction was rolled back whole); ``blockers`` the sessions seen holding the
+    locks it waited for (:class:`~ai_secretary_schema.ddl_guard.Blocker`: pid, application,
+    state, age, the query with its literals left out); ``attempts`` how many times it ran.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        revision: str | None,
+        failed_revision: str,
+        blockers: Sequence[Blocker] = (),
+        attempts: int = 1,
+    ):
+        super().__init__(message, revision=revision, failed_revision=failed_revision)
+        self.blockers = tuple(blockers)
+        self.attempts = attempts
+
+
+class UnsafeServerError(MigrationError):
+    """The server speaks PostgreSQL's protocol, but its advisory locks or its transactional DDL
+    cannot be trusted (``server``: CockroachDB, YugabyteDB …), so migrating it is refused.
+
+    ``version`` is its ``version()`` banner. ``SCHEMA_ACCEPT_UNSAFE_SERVER=1`` accepts the risk.
+    """
+
+    def __init__(self, message: str, *, server: str, version: str):
+        super().__init__(message)
+        self.server = server
+        self.version = version
+
+
 class MultipleHeadsError(MigrationError):
     """The migration history has diverged: more than one head revision."""
 
     def __init__(self, message: str, *, heads: Sequence[str]):
         super().__init__(message)
         self.heads = tuple(heads)
+
+
+class RevisionRangeError(SchemaError, ValueError):
+    """A revision range names a revision the history does not have (a usage error).
+
+    ``revision_range`` is the range as given; ``known`` every revision id, oldest first.
+    """
+
+    def __init__(self, message: str, *, revision_range: str, known: Sequence[str]):
+        super().__init__(message)
+        self.revision_range = revision_range
+        self.known = tuple(known)
 
 
 class SchemaValidationError(SchemaError):

@@ -81,10 +81,20 @@ def revisions(script_location: ScriptLocation = None) -> frozenset[str]:
 
 
 def current_revisions(connection: Connection) -> tuple[str, ...]:
-    """The revisions recorded in ``alembic_version`` (empty for an unversioned database)."""
-    from alembic.runtime.migration import MigrationContext
+    """The revisions recorded in ``alembic_version`` (empty for an unversioned database).
 
-    return tuple(MigrationContext.configure(connection).get_current_heads())
+    A plain read of Alembic's version table (``alembic_version`` in the default schema, where
+    env.py keeps it): Alembic's own ``MigrationContext.configure(...).get_current_heads()``
+    logs "Context impl …" and "Will assume … DDL." at INFO on every call, and this runs on
+    every schema health check. The table is looked up in the catalog first rather than read
+    and caught: on PostgreSQL a failed SELECT would abort the caller's transaction.
+    """
+    import sqlalchemy as sa
+
+    version_table = sa.table("alembic_version", sa.column("version_num", sa.String))
+    if not sa.inspect(connection).has_table(version_table.name):
+        return ()
+    return tuple(connection.execute(sa.select(version_table.c.version_num)).scalars())
 
 
 def pending_revisions(

@@ -6,15 +6,19 @@ and the startup hook alike. That is why the migration lock is taken there
 (:func:`lock_if_writing`): a run that changes the version table (upgrade, downgrade, stamp) holds
 it from before it reads the database's revision until it has committed, so any number of
 processes may run any mix of those commands at once. The lock is re-entrant
-within a thread: the migrator, which also adopts old databases under it, takes it first.
+within a thread: the migrator, which also adopts old databases under it, takes it first. For
+the same reason the DDL guard is applied there (:func:`run_migrations`): on PostgreSQL, each
+revision of such a run waits at most ``SCHEMA_DDL_LOCK_TIMEOUT`` for a lock and is retried
+whole when it runs out (:mod:`ai_secretary_schema.ddl_guard`).
 
 Where the settings come from: an in-process caller hands its resolved
 :class:`~ai_secretary_schema.settings.SchemaSettings` in ``config.attributes`` (see
 :mod:`ai_secretary_schema.alembic_config`); the ``alembic`` command line resolves them here, once,
 with ``-x url=…`` (else the ``sqlalchemy.url`` option) as the explicit URL, then
-``DATABASE_URL``, then ``sqlite:///ai_secretary.db``. Either way the URL went through
-:class:`~ai_secretary_schema.url.DatabaseURLParser` and the engine gets the configured connect
-timeout.
+``DATABASE_URL``, then ``sqlite:///ai_secretary.db``. Either way ``SCHEMA_MIGRATION_URL``, when
+set, takes the database URL's place (:meth:`SchemaSettings.for_migrations`), the URL went
+through :class:`~ai_secretary_schema.url.DatabaseURLParser` and the engine gets the configured
+connect timeout.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Connection, Engine
 from sqlalchemy.types import TypeDecorator
 
+from ai_secretary_schema import ddl_guard
 from ai_secretary_schema.alembic_config import ON_VERSION_APPLY, PROGRESS, SETTINGS
 from ai_secretary_schema.engine import create_engine
 from ai_secretary_schema.lock import migration_lock
@@ -59,7 +64,11 @@ def run_settings(config: Config, x_arguments: Mapping[str, str]) -> SchemaSettin
     """The settings of this run, resolved once: the caller's, or from the command line.
 
     ``-x url=…`` wins over everything, the caller's engine included (``flask db -x url=…``
-    migrates the database it names, not the application's).
+    migrates the database it names, not the application's). Otherwise a migration URL
+    (``SCHEMA_MIGRATION_URL``) wins over the database URL
+    (:meth:`~ai_secretary_schema.settings.SchemaSettings.for_migrations`), and a connection or
+    engine the caller handed over (the application's, e.g. ``flask db``'s) is then not used:
+    it reaches the application's database, not the migration URL.
     """
     memo = config.attributes.get(_RUN_SETTINGS)
     if isinstance(memo, SchemaSettings):
@@ -67,16 +76,35 @@ def run_settings(config: Config, x_arguments: Mapping[str, str]) -> SchemaSettin
     given = config.attributes.get(SETTINGS)
     explicit = x_arguments.get("url")
     if isinstance(given, SchemaSettings):
-        settings = given.override(database_url=explicit)
+        migrating = given.for_migrations()
+        if migrating.database_url != given.database_url:
+            config.attributes.pop("connection", None)
+        settings = migrating.override(database_url=explicit)
     else:
         fallback = config.get_main_option("sqlalchemy.url") or None
         settings = SchemaSettings.resolve(
             database_url=explicit if explicit is not None else fallback
-        )
+        ).for_migrations()
     if explicit is not None:
         config.attributes.pop("connection", None)
     config.attributes[_RUN_SETTINGS] = settings
     return settings
+
+
+def run_migrations(env: EnvironmentContext, progress: MigrationProgress | None = None) -> None:
+    """Run the migrations of this run (env.py's ``context.run_migrations()``).
+
+    A run that writes the version table over a PostgreSQL connection runs them under the DDL
+    guard: each revision with ``SET LOCAL lock_timeout``, retried whole when a lock wait runs
+    out (:mod:`ai_secretary_schema.ddl_guard`). Offline ``--sql`` and read-only runs (current,
+    check, autogenerate) run as Alembic runs them, with nothing set or watched.
+    """
+    context = env.get_context()
+    if context.as_sql or not changes_versions(context):
+        env.run_migrations()
+        return
+    settings = run_settings(env.config, env.get_x_argument(as_dictionary=True))
+    ddl_guard.run_migrations(env, settings, None if progress is None else progress.stream)
 
 
 def changes_versions(context: MigrationContext) -> bool:
@@ -148,15 +176,23 @@ def progress_for(config: Config) -> MigrationProgress:
     return MigrationProgress(None if SETTINGS in config.attributes else sys.stdout)
 
 
-def offline_options(settings: SchemaSettings) -> dict[str, Any]:
-    """Keyword arguments for ``context.configure`` when emitting SQL for the URL's dialect."""
+def offline_options(settings: SchemaSettings, config: Config | None = None) -> dict[str, Any]:
+    """Keyword arguments for ``context.configure`` when emitting SQL for the URL's dialect.
+
+    The caller's ``on_version_apply`` callback runs here too (Alembic calls it after each
+    step's SQL in offline mode as well): the lint splits one offline run into its steps with it.
+    """
     url = settings.url
-    return {
+    options = {
         "url": url,
         **_common_options(url.get_backend_name()),
         "literal_binds": True,
         "dialect_opts": {"paramstyle": "named"},
     }
+    callback = None if config is None else config.attributes.get(ON_VERSION_APPLY)
+    if callback is not None:
+        options["on_version_apply"] = [callback]
+    return options
 
 
 @contextmanager

@@ -24,6 +24,7 @@ import io
 import logging
 import tempfile
 import uuid
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -37,7 +38,11 @@ from sqlalchemy.exc import DBAPIError
 
 from ai_secretary_schema.connection import SmartConnectionManager
 from ai_secretary_schema.engine import create_engine
-from ai_secretary_schema.errors import MigrationError, SchemaValidationError
+from ai_secretary_schema.errors import (
+    MigrationBlockedError,
+    MigrationError,
+    SchemaValidationError,
+)
 from ai_secretary_schema.fingerprint import WarmStart, catalog_fingerprint
 from ai_secretary_schema.history import ScriptLocation, script_path
 from ai_secretary_schema.lock import migration_lock
@@ -47,6 +52,8 @@ from ai_secretary_schema.settings import STARTUP_MODES, SchemaSettings, StartupM
 
 if TYPE_CHECKING:
     from alembic.config import Config
+
+    from ai_secretary_schema.lint import LintReport
 
 logger = logging.getLogger(__name__)
 
@@ -80,7 +87,10 @@ class Migrator:
     the environment). ``engine`` is an engine the caller already built and verified (the Flask
     extension's); without one, the migrator connects through
     :class:`~ai_secretary_schema.connection.SmartConnectionManager` on first use, strictly (an
-    invalid URL is an error, never a fallback), and disposes of that engine in :meth:`close`.
+    invalid URL is an error, never a fallback), and disposes of that engine in :meth:`close`
+    (or when it is garbage-collected). With a migration URL (``SCHEMA_MIGRATION_URL``,
+    :meth:`SchemaSettings.for_migrations`) everything the migrator does (migrations, lock,
+    validation, the startup hook) goes to that URL, and an ``engine`` handed over is not used.
     ``script_location`` replaces the shipped migrations (tests, or an application shipping its
     own); ``metadata`` replaces the models in the comparison. Each revision a run applies is
     reported as it starts, with its duration: to ``progress`` (a command line passes
@@ -97,13 +107,20 @@ class Migrator:
         connection_manager: SmartConnectionManager | None = None,
         progress: TextIO | None = None,
     ) -> None:
-        self.settings = settings if settings is not None else SchemaSettings.resolve()
+        resolved = settings if settings is not None else SchemaSettings.resolve()
+        # SCHEMA_MIGRATION_URL: everything this service does goes there; an engine handed over
+        # is the application's (DATABASE_URL), so it is not used.
+        self.settings = resolved.for_migrations()
+        self._migration_url = self.settings.database_url != resolved.database_url
+        if self._migration_url:
+            engine = None
         self.progress = progress
         self.script_location = script_path(script_location)
         self.metadata = metadata
         self.connection_manager = connection_manager
         self._engine = engine
         self._owns_engine = engine is None
+        self._dispose: weakref.finalize[Any, Any] | None = None
 
     # -- connection ------------------------------------------------------------------------
 
@@ -112,9 +129,15 @@ class Migrator:
         """The engine of the database (connects on first use; raises on failure)."""
         if self._engine is None:
             manager = self.connection_manager or SmartConnectionManager(self.settings)
-            result = manager.connect_or_raise(strict=True)
+            # A caller's connection manager has the application's URL; the migration URL is
+            # passed to it.
+            url = self.settings.database_url if self._migration_url else None
+            result = manager.connect_or_raise(url, strict=True)
             assert result.engine is not None
             self._engine = result.engine
+            # A caller that never closes this migrator (the Flask startup hook does not: it
+            # normally hands over its own engine) still leaves no pooled connection behind.
+            self._dispose = weakref.finalize(self, result.engine.dispose)
         return self._engine
 
     @property
@@ -127,7 +150,11 @@ class Migrator:
     def close(self) -> None:
         """Release the connections of an engine this migrator made itself."""
         if self._engine is not None and self._owns_engine:
-            self._engine.dispose()
+            if self._dispose is not None:
+                self._dispose()  # disposes of the engine, once
+                self._dispose = None
+            else:
+                self._engine.dispose()
             self._engine = None
 
     def __enter__(self) -> Migrator:
@@ -181,6 +208,13 @@ class Migrator:
         except CommandError as exc:
             raise MigrationError(f"cannot emit SQL up to {revision!r}: {exc}") from None
         return output.getvalue()
+
+    def lint(self, revision_range: str | None = None) -> LintReport:
+        """Review the revisions of ``revision_range`` (default: all) for lock safety on a live
+        PostgreSQL database (:mod:`ai_secretary_schema.lint`); never connects."""
+        from ai_secretary_schema.lint import lint
+
+        return lint(revision_range, self.script_location)
 
     def validate(self) -> SchemaReport:
         """Compare the database with the models and the head revision; changes nothing."""
@@ -237,6 +271,12 @@ class Migrator:
             config = self._config(connection=connection)
             try:
                 getattr(command, action)(config, revision)
+            except MigrationBlockedError:
+                # Raised by the DDL guard in env.py; it already names the blocked revision,
+                # the blockers and the revision the database was left at.
+                if connection.in_transaction():
+                    connection.rollback()
+                raise
             except Exception as exc:
                 if connection.in_transaction():
                     connection.rollback()
@@ -340,7 +380,8 @@ class Migrator:
     # -- the drift check -------------------------------------------------------------------
 
     def check(self) -> SchemaReport:
-        """Upgrade a scratch database to head and compare it with the models (the CI gate).
+        """Upgrade a scratch database to head and compare it with the models, and lint every
+        revision (the CI gate: a failing lint finding makes the report not ``ok``).
 
         The scratch database is a SQLite file in a temporary directory when the settings' URL
         is SQLite, else a database ``ais_check_<random>`` created on the URL's PostgreSQL server
@@ -348,6 +389,7 @@ class Migrator:
         afterwards. More than one head is reported as a difference without migrating.
         """
         found = self.heads()
+        findings = self.lint().findings
         if len(found) != 1:
             return SchemaReport(
                 dialect="none",
@@ -356,6 +398,7 @@ class Migrator:
                     f"multiple_heads: the migration history has {len(found)} heads "
                     f"({', '.join(found) or 'none'}); merge them with `alembic merge heads`",
                 ),
+                lint=findings,
             )
         with self._scratch_engine() as engine:
             scratch = Migrator(
@@ -365,7 +408,7 @@ class Migrator:
                 metadata=self.metadata,
             )
             scratch.upgrade()
-            return scratch.validate()
+            return replace(scratch.validate(), lint=findings)
 
     @contextmanager
     def _scratch_engine(self) -> Iterator[Engine]:

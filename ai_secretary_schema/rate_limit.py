@@ -8,13 +8,20 @@ what it suppressed, per key, so the next message that gets through can say so.
 
 :class:`RateLimitingFilter` applies a limiter to :mod:`logging` records; :func:`log_limited` does
 the same for one call site (the health checks and the connection manager use it).
+
+Every limiter is fork-safe: a process forked while another of its threads held a limiter's lock
+(a health check logging an outage at that instant) would otherwise inherit the lock held
+forever, by a thread that does not exist in the child, and hang on its first log line. Each
+limiter gets a new lock in the child (:func:`os.register_at_fork`); its counts are kept.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
+import weakref
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -64,6 +71,7 @@ class ErrorRateLimiter:
         self._keys: OrderedDict[str, _KeyState] = OrderedDict()
         self._evicted_keys = 0
         self._evicted_suppressed = 0
+        _limiters.add(self)
 
     def should_log_error(self, error_key: str) -> bool:
         """True if a message for ``error_key`` may be logged now (and count it); else count it
@@ -132,6 +140,21 @@ class ErrorRateLimiter:
     def __contains__(self, error_key: object) -> bool:
         with self._lock:
             return error_key in self._keys
+
+
+#: Every limiter of the process, for the fork handler below (weak: a limiter is not kept alive).
+_limiters: weakref.WeakSet[ErrorRateLimiter] = weakref.WeakSet()
+
+
+def _new_locks_after_fork() -> None:
+    # Runs in the child alone (its other threads did not survive the fork), so nothing can
+    # hold or take a lock while it is replaced.
+    for limiter in list(_limiters):
+        limiter._lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows, which cannot fork
+    os.register_at_fork(after_in_child=_new_locks_after_fork)
 
 
 def default_record_key(record: logging.LogRecord) -> str:

@@ -13,11 +13,14 @@ a typo fails at start with a message that names the key and shows a correct valu
 The database URL is parsed here, once (:attr:`SchemaSettings.database`): every door (the CLI's
 ``--url``, ``-x url=``, ``sqlalchemy.url``, ``app.config``, ``DATABASE_URL``) resolves it
 through :meth:`SchemaSettings.resolve`. An explicitly empty URL (``--url ''``) is an error; an
-unset or empty ``DATABASE_URL`` means the default file, ``sqlite:///ai_secretary.db``.
+unset or empty ``DATABASE_URL`` means the default file, ``sqlite:///ai_secretary.db``. Which URL
+migrations use is decided in one place too, :meth:`SchemaSettings.for_migrations`:
+``SCHEMA_MIGRATION_URL`` when it is set (a direct connection beside a pooled ``DATABASE_URL``).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import Field, dataclass, field, fields, replace
@@ -29,6 +32,8 @@ from sqlalchemy.engine import URL
 from ai_secretary_schema.errors import DatabaseConfigError
 from ai_secretary_schema.redaction import redact_url
 from ai_secretary_schema.url import SQLITE_EXAMPLE, DatabaseConfig, DatabaseURLParser
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_DATABASE_URL = "sqlite:///ai_secretary.db"
 
@@ -93,6 +98,11 @@ def _as_url(key: str, value: object) -> str:
     return str(value)
 
 
+def _as_optional_url(key: str, value: object) -> str | None:
+    text = _as_url(key, value).strip()
+    return text or None
+
+
 def _setting(default: Any, convert: Converter, doc: str, *, secret: bool = False) -> Any:
     """Declare one setting: its default, how a raw value becomes a typed one, what it means."""
     return field(default=default, repr=not secret, metadata={"convert": convert, "doc": doc})
@@ -119,6 +129,14 @@ class SchemaSettings:
         "SQLAlchemy URL of the database; unset or empty: `sqlite:///ai_secretary.db`",
         secret=True,
     )
+    schema_migration_url: str | None = _setting(
+        None,
+        _as_optional_url,
+        "SQLAlchemy URL the migrations, the migration lock and the startup hook's validation use "
+        "instead of `DATABASE_URL` (a direct connection when the application goes through a "
+        "pooler); unset: `DATABASE_URL`",
+        secret=True,
+    )
     database_strict: bool = _setting(
         False, _as_bool, "an invalid URL is an error instead of a logged fallback to SQLite"
     )
@@ -129,6 +147,30 @@ class SchemaSettings:
     )
     schema_lock_timeout: float = _setting(
         300.0, _as_number(float, 0), "seconds to wait for another process's migration lock"
+    )
+    schema_ddl_lock_timeout: float = _setting(
+        5.0,
+        _as_number(float, 0),
+        "PostgreSQL: seconds a statement of a revision may wait for a lock (`SET LOCAL "
+        "lock_timeout`) before the revision is rolled back and retried; `0`: no limit",
+    )
+    schema_ddl_statement_timeout: float = _setting(
+        0.0,
+        _as_number(float, 0),
+        "PostgreSQL: seconds a statement of a revision may run (`SET LOCAL statement_timeout`); "
+        "`0`: no limit",
+    )
+    schema_ddl_retries: int = _setting(
+        5,
+        _as_number(int, 0),
+        "PostgreSQL: retries of a revision that hit the lock timeout (backoff with jitter, the "
+        "migration lock held), then `MigrationBlockedError`",
+    )
+    schema_accept_unsafe_server: bool = _setting(
+        False,
+        _as_bool,
+        "migrate a server that speaks PostgreSQL but whose advisory locks or transactional DDL "
+        "cannot be trusted (CockroachDB, YugabyteDB) anyway",
     )
     database_pool_size: int = _setting(
         5, _as_number(int, 1), "PostgreSQL pool size (never sent to SQLite)"
@@ -178,6 +220,9 @@ class SchemaSettings:
     def __repr__(self) -> str:
         shown = {s.name: getattr(self, s.name) for s in declared_settings()}
         shown["database_url"] = redact_url(self.database_url) if self.database_url else None
+        shown["schema_migration_url"] = (
+            redact_url(self.schema_migration_url) if self.schema_migration_url else None
+        )
         shown["redis_url"] = redact_url(self.redis_url) if self.redis_url else None
         return f"SchemaSettings({', '.join(f'{k}={v!r}' for k, v in shown.items())})"
 
@@ -192,6 +237,39 @@ class SchemaSettings:
     def url(self) -> URL:
         """The normalised URL; raises :class:`DatabaseConfigError` when it is invalid."""
         return self.database.url
+
+    def for_migrations(self) -> SchemaSettings:
+        """The settings migrations run with: ``database_url`` is ``schema_migration_url`` when
+        one is set (the migrations, the migration lock and the startup hook's validation then
+        go there, while the application's engine keeps ``DATABASE_URL``).
+
+        The one place that decides, for every door (:class:`~ai_secretary_schema.migrator.
+        Migrator`, env.py). A database URL given as an argument (``--url``, ``url=``,
+        ``database_url=``) names the database to migrate and wins over a migration URL that
+        was not itself given as an argument (from ``app.config`` or the environment); that is
+        logged. The result has no ``schema_migration_url``, so applying this twice changes
+        nothing.
+        """
+        migration_url = self.schema_migration_url
+        if migration_url is None:
+            return self
+        sources = dict(self.sources)
+        origin = sources.get("schema_migration_url", "argument")
+        sources["schema_migration_url"] = "default"
+        if sources.get("database_url") == "argument" and origin != "argument":
+            logger.info(
+                "migrating %s, the database URL given as an argument; SCHEMA_MIGRATION_URL "
+                "(%s, %s) is not used",
+                self.database.redacted,
+                origin,
+                redact_url(migration_url),
+            )
+            kept = replace(self, schema_migration_url=None, sources=sources)
+            if "database" in self.__dict__:
+                kept.__dict__["database"] = self.database
+            return kept
+        sources["database_url"] = f"{origin} (SCHEMA_MIGRATION_URL)"
+        return replace(self, database_url=migration_url, schema_migration_url=None, sources=sources)
 
     # -- building ----------------------------------------------------------------------------
 

@@ -17,14 +17,15 @@ def run_migrations_offline() -> None:
     """Emit the migrations as SQL (``--sql``) for the resolved URL's dialect; no lock, no
     connection."""
     settings = migration_env.run_settings(context.config, context.get_x_argument(True))
-    context.configure(**migration_env.offline_options(settings))
+    context.configure(**migration_env.offline_options(settings, context.config))
     with context.begin_transaction():
         context.run_migrations()
 
 
 def run_migrations_online() -> None:
     """Run the migrations over the caller's connection or a new one, under the migration lock
-    when the run writes the version table, reporting each revision as it runs."""
+    when the run writes the version table, reporting each revision as it runs; on PostgreSQL,
+    each revision with a lock timeout and retried whole when it runs out."""
     with migration_env.migration_connection(context) as connection:
         progress = migration_env.progress_for(context.config)
         context.configure(
@@ -36,7 +37,8 @@ def run_migrations_online() -> None:
             progress.watching(),
             context.begin_transaction(),
         ):
-            context.run_migrations()
+            # On PostgreSQL, each revision under a lock timeout, retried whole when it runs out.
+            migration_env.run_migrations(context, progress)
 
 
 migration_env.configure_logging(context.config)

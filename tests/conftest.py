@@ -16,13 +16,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from flask import Flask
+from helpers.pgbouncer import PGBOUNCER, PgBouncer
 from pytest_postgresql import factories
 from pytest_postgresql.executors.noop import NoopExecutor
 from pytest_postgresql.janitor import DatabaseJanitor
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
-from ai_secretary_schema.flask import uninstall_log_filter
+from ai_secretary_schema.flask import SchemaExtension, uninstall_log_filter
 
 # The fixture makes a template database named after ``dbname``: a name per test run keeps two
 # runs on one server (a developer's and CI's) out of each other's way.
@@ -56,9 +58,12 @@ def _private_warm_start_cache(
 class StatementLog:
     """Every SQL statement any engine of this process executed, with the engine that ran it."""
 
-    #: What the migration lock runs on PostgreSQL, on a connection of its own (by design: a
-    #: session advisory lock must outlive the migration's transactions).
-    LOCK_STATEMENT = re.compile(r"advisory|lock_timeout", re.IGNORECASE)
+    #: What the migration lock runs on PostgreSQL, on a connection of its own (by design: its
+    #: transaction must outlive the migration's): the server check (version, database name),
+    #: the advisory lock and the look-up of its holder.
+    LOCK_STATEMENT = re.compile(
+        r"advisory|lock_timeout|SELECT version\(\), current_database\(\)", re.IGNORECASE
+    )
 
     def __init__(self) -> None:
         self.entries: list[tuple[Engine, str]] = []
@@ -128,6 +133,15 @@ def silent_port() -> Iterator[int]:
 
 
 @pytest.fixture
+def closed_port() -> int:
+    """A port on 127.0.0.1 where nothing listens: connections are refused at once (a server
+    that is down)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture
 def sqlite_path(tmp_path: Path) -> Path:
     """Path of a SQLite database file (not yet created) in this test's ``tmp_path``."""
     return tmp_path / "ai_secretary.db"
@@ -147,3 +161,41 @@ def db_url(request: pytest.FixtureRequest) -> str:
         return str(request.getfixturevalue("sqlite_url"))
     request.applymarker(pytest.mark.postgresql)
     return str(request.getfixturevalue("pg_url"))
+
+
+MakeSchemaApp = Callable[..., tuple[Flask, SchemaExtension]]
+
+
+@pytest.fixture
+def make_schema_app() -> Iterator[MakeSchemaApp]:
+    """Factory of Flask applications with a ``SchemaExtension`` of their own, its settings
+    given as keyword arguments (``database_url=…``); each is closed (monitor stopped, cache
+    closed, engine disposed of) when the test ends. Ask for the database fixture first
+    (``pg_url``, ``db_url`` …), so that the applications are closed before it is dropped."""
+    made: list[tuple[Flask, SchemaExtension]] = []
+
+    def make(**settings: Any) -> tuple[Flask, SchemaExtension]:
+        app = Flask(f"schema_app_{len(made)}")
+        extension = SchemaExtension(app, **settings)
+        made.append((app, extension))
+        return app, extension
+
+    yield make
+    for app, extension in made:
+        extension.close(app)
+
+
+@pytest.fixture
+def pgbouncer(tmp_path: Path) -> Iterator[PgBouncer]:
+    """A real PgBouncer of this test's own in front of 127.0.0.1:5432: a free loopback port,
+    ``pool_mode = transaction``, ``default_pool_size = 3``, trust auth; stopped afterwards (its
+    log is kept in ``tmp_path``). See tests/helpers/pgbouncer.py."""
+    if not Path(PGBOUNCER).exists():
+        pytest.fail(
+            "pgbouncer is not installed: apt-get install -y pgbouncer (.ci/run installs it)"
+        )
+    bouncer = PgBouncer(tmp_path).start()
+    try:
+        yield bouncer
+    finally:
+        bouncer.stop()

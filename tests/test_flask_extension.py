@@ -11,7 +11,10 @@ sharing its engine and session, and the log filter on every module of the packag
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -184,7 +187,10 @@ def test_settings_are_keyword_arguments_named_as_the_settings_fields(
 
 
 #: A value for each setting whose default is unset.
-SAMPLES: dict[str, Any] = {"redis_url": "redis://127.0.0.1:1/0"}
+SAMPLES: dict[str, Any] = {
+    "redis_url": "redis://127.0.0.1:1/0",
+    "schema_migration_url": "sqlite:///migrations.db",
+}
 
 
 @pytest.mark.sqlite
@@ -700,3 +706,50 @@ def test_rate_limiting_filter_on_the_logger_of_every_package_module(
     make_app(database_url=sqlite_url, schema_startup="off")
     filters = [f for f in logging.getLogger(module).filters if isinstance(f, RateLimitingFilter)]
     assert len(filters) == 1  # installed once, however many apps
+
+
+#: A worker's start in a process of its own, logging everything at INFO on stderr.
+WARM_WORKER = """
+import logging, sys
+from flask import Flask
+from ai_secretary_schema import SchemaExtension
+logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(name)s: %(message)s")
+app = Flask("warm_worker")
+SchemaExtension(app, database_url=sys.argv[1])
+assert app.extensions["ai_secretary_schema"].startup_report.fast_path
+"""
+
+
+def test_a_warm_start_in_a_new_process_writes_no_alembic_line(
+    make_app: MakeApp, db_url: str
+) -> None:
+    make_app(database_url=db_url)  # the cold start: migrates, compares, remembers
+    worker = subprocess.run(
+        [sys.executable, "-c", WARM_WORKER, db_url],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    lines = worker.stderr.splitlines()
+    assert [line for line in lines if line.startswith("alembic")] == []
+    assert [line.split(": ")[0] for line in lines] == ["ai_secretary_schema.connection"]
+
+
+def test_connected_is_logged_once_per_application_start_never_by_its_checks(
+    make_app: MakeApp, db_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="ai_secretary_schema")
+    app, extension = make_app(
+        database_url=db_url, health_monitoring=True, health_check_interval=0.02
+    )
+    health = extension.state(app).health
+    client = app.test_client()
+    for _ in range(20):
+        assert client.get("/health").status_code == 200
+    rounds, deadline = health.rounds_completed, time.monotonic() + 10
+    while health.rounds_completed < rounds + 5:  # background rounds check the database too
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    connected = [r for r in caplog.records if r.getMessage().startswith("Connected to")]
+    assert len(connected) == 1

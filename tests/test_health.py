@@ -1,5 +1,9 @@
 """ServiceHealthManager, the cache it falls back to and /health, on the real PostgreSQL and Redis.
 
+Also what the extension's /health says and logs: the SQLite fallback of an invalid URL is
+``fallback``, never ``healthy``; one outage is logged under one key (the database check's, not
+again by the schema check that depends on it); a check writes no Alembic line.
+
 Failures are real: PostgreSQL databases renamed after their backends were terminated, a table
 held under ACCESS EXCLUSIVE by another connection, a pool with no free connection, a TCP port
 that accepts connections and never answers (a hung server), Redis on a closed port. Every check
@@ -18,6 +22,7 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import psycopg2
@@ -28,7 +33,7 @@ from helpers.db import database_renamed, terminate_backends
 from sqlalchemy.engine import Engine, make_url
 
 from ai_secretary_schema.engine import create_engine
-from ai_secretary_schema.errors import ExtensionNotRegisteredError
+from ai_secretary_schema.errors import DatabaseConfigError, ExtensionNotRegisteredError
 from ai_secretary_schema.flask import SchemaExtension
 from ai_secretary_schema.flask.cache import FallbackCache, InProcessCache
 from ai_secretary_schema.flask.context import ApplicationContextManager
@@ -44,7 +49,7 @@ from ai_secretary_schema.flask.health import (
 )
 
 if TYPE_CHECKING:
-    from conftest import StatementLog
+    from conftest import MakeSchemaApp, StatementLog
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 CLOSED_PORT_REDIS_URL = "redis://127.0.0.1:1/0"
@@ -903,3 +908,134 @@ def test_health_endpoint_path_is_configurable(sqlite_url: str, make_stack: MakeS
     response = stack.app.test_client().get("/status/health")
     assert (response.status_code, response.get_json()["status"]) == (200, "healthy")
     assert response.headers["Cache-Control"] == "no-store"
+
+
+# -- the extension's /health: fallbacks, one key per outage, no Alembic lines -------------------
+
+
+@pytest.mark.parametrize(
+    ("database_url", "shown"),
+    [
+        ("mysql://app:s3cr3t-pw@db.internal/app", "mysql://app:***@db.internal/app"),
+        ("postgres://app:s3cr3t-pw@db.internal", "postgres://app:***@db.internal"),
+        ("http://app:s3cr3t-pw@db.internal/app", "http://app:***@db.internal/app"),
+    ],
+    ids=["unsupported dialect", "no database name", "web url"],
+)
+def test_health_reports_the_sqlite_fallback_of_an_invalid_url_as_fallback(
+    make_schema_app: MakeSchemaApp,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    database_url: str,
+    shown: str,
+) -> None:
+    monkeypatch.chdir(tmp_path)  # where the fallback file ./ai_secretary.db is made
+    app, _ = make_schema_app(database_url=database_url)
+    response = app.test_client().get("/health")
+    database = response.json["services"]["database"]
+    assert (response.status_code, response.json["status"], database["status"]) == (
+        200,
+        "degraded",
+        "fallback",
+    )
+    assert f"the configured DATABASE_URL {shown} is invalid" in database["error"]
+    assert f"the SQLite file {tmp_path / 'ai_secretary.db'} is in use instead" in database["error"]
+    assert "DATABASE_STRICT=1" in database["error"]
+    assert "s3cr3t-pw" not in response.get_data(as_text=True) + caplog.text
+
+
+def test_strict_mode_refuses_an_invalid_url_at_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    app = Flask("strict")
+    with pytest.raises(DatabaseConfigError, match="mysql://app:\\*\\*\\*@db/app"):
+        SchemaExtension(app, database_url="mysql://app:pw@db/app", database_strict=True)
+    assert not (tmp_path / "ai_secretary.db").exists()
+    assert not app.blueprints
+
+
+def health_lines(caplog: pytest.LogCaptureFixture) -> list[tuple[str, str]]:
+    """(level, check) of every line the health checks logged."""
+    return [
+        (record.levelname, record.getMessage().split(":")[0])
+        for record in caplog.records
+        if record.name == "ai_secretary_schema.flask.health"
+    ]
+
+
+@pytest.mark.postgresql
+@pytest.mark.parametrize("round_of", ["check_all", "the schema check alone"])
+def test_an_outage_is_logged_by_the_database_check_and_not_again_by_the_schema_check(
+    pg_url: str, make_schema_app: MakeSchemaApp, caplog: pytest.LogCaptureFixture, round_of: str
+) -> None:
+    app, schema = make_schema_app(database_url=pg_url, health_check_timeout=TIMEOUT)
+    health = schema.state(app).health
+    check = health.check_all if round_of == "check_all" else lambda: health.check("schema")
+    caplog.set_level(logging.INFO, logger="ai_secretary_schema.flask.health")
+    with database_renamed(pg_url):
+        for _ in range(10):
+            check()
+        schema_health = health.last_result("schema")
+    health.check_all()
+    assert schema_health is not None
+    assert schema_health.status is H.UNHEALTHY
+    assert str(schema_health.error_message).endswith("(the database it depends on is unhealthy)")
+    assert health_lines(caplog) == [("ERROR", "health check 'database'")] * 5 + [
+        ("INFO", "health check 'database'")  # "healthy again"
+    ]
+
+
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
+def test_a_schema_behind_an_answering_database_is_logged_under_its_own_key(
+    make_schema_app: MakeSchemaApp,
+    request: pytest.FixtureRequest,
+    caplog: pytest.LogCaptureFixture,
+    database: str,
+) -> None:
+    url = str(request.getfixturevalue("sqlite_url" if database == "sqlite" else "pg_url"))
+    app, schema = make_schema_app(database_url=url, schema_startup="off")
+    caplog.set_level(logging.INFO, logger="ai_secretary_schema.flask.health")
+    for _ in range(3):
+        schema.state(app).health.check_all()
+    assert health_lines(caplog) == [("WARNING", "health check 'schema'")] * 3
+
+
+def test_a_check_can_depend_only_on_a_check_registered_before_it(
+    sqlite_url: str, make_stack: MakeStack
+) -> None:
+    with pytest.raises(ValueError, match="depends on 'queue', which is not registered"):
+        make_stack(sqlite_url).manager.register_check("jobs", lambda: True, depends_on="queue")
+
+
+def test_a_start_without_a_database_and_the_checks_after_it_write_five_lines(
+    make_schema_app: MakeSchemaApp, closed_port: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="ai_secretary_schema")
+    app, schema = make_schema_app(
+        database_url=f"postgresql+psycopg2://postgres@127.0.0.1:{closed_port}/app",
+        schema_startup="off",  # start anyway: /health reports the outage
+        database_connect_deadline=0,
+        health_check_timeout=TIMEOUT,
+    )
+    for _ in range(10):
+        schema.state(app).health.check_all()
+    lines = [(r.name.rsplit(".", 1)[-1], r.levelname) for r in caplog.records]
+    assert lines == [
+        ("connection", "ERROR"),  # Database connection failed (unreachable): …
+        ("health", "WARNING"),  # Starting without a database connection …
+        *[("health", "ERROR")] * 3,  # health check 'database': unhealthy: …
+    ]
+
+
+def test_health_checks_write_no_alembic_line(
+    db_url: str, make_schema_app: MakeSchemaApp, caplog: pytest.LogCaptureFixture
+) -> None:
+    app, _ = make_schema_app(database_url=db_url)
+    caplog.set_level(logging.INFO)  # the root logger, as an application that logs INFO has it
+    caplog.clear()
+    client = app.test_client()
+    statuses = {client.get("/health").status_code for _ in range(20)}
+    assert statuses == {200}
+    assert [r.getMessage() for r in caplog.records if r.name.startswith("alembic")] == []

@@ -70,6 +70,11 @@ context, or with :meth:`~SchemaExtension.state`): Flask-Migrate on the package's
 schema checks and its ``/health`` blueprint. A
 :class:`~ai_secretary_schema.rate_limit.RateLimitingFilter` is attached once per process to the
 logger of every module of the package, so an outage writes a handful of lines a minute.
+
+**Servers that fork after loading the application** (``gunicorn --preload``, uWSGI without
+``lazy-apps``): each forked worker gets a new, empty pool for the application's engine, new
+locks, and the health monitor again if it ran in the parent; nothing of the parent's
+connections is used, closed or rolled back by a child (:mod:`ai_secretary_schema.flask.fork`).
 """
 
 from __future__ import annotations
@@ -77,6 +82,7 @@ from __future__ import annotations
 import logging
 import os
 import pkgutil
+import sys
 import threading
 import weakref
 from collections.abc import Callable, Iterable
@@ -90,6 +96,7 @@ from flask.cli import ScriptInfo
 from flask.globals import app_ctx
 from sqlalchemy.engine import URL, Engine
 from sqlalchemy.orm import Session, scoped_session, sessionmaker
+from sqlalchemy.util import ThreadLocalRegistry
 
 from ai_secretary_schema.connection import ConnectionResult, SmartConnectionManager
 from ai_secretary_schema.engine import (
@@ -106,6 +113,7 @@ from ai_secretary_schema.errors import (
     ExtensionAlreadyRegisteredError,
     ExtensionNotRegisteredError,
 )
+from ai_secretary_schema.flask import fork
 from ai_secretary_schema.flask.cache import FallbackCache
 from ai_secretary_schema.flask.context import ApplicationContextManager
 from ai_secretary_schema.flask.health import (
@@ -149,6 +157,16 @@ _log_filter = RateLimitingFilter()
 _log_filter_lock = threading.Lock()
 
 
+def _new_log_filter_lock_after_fork() -> None:
+    # The parent's may have been held, at the fork, by a thread the child does not have.
+    global _log_filter_lock
+    _log_filter_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows, which cannot fork
+    os.register_at_fork(after_in_child=_new_log_filter_lock_after_fork)
+
+
 def package_loggers() -> tuple[str, ...]:
     """The logger of every module of the package (each module logs on ``getLogger(__name__)``).
 
@@ -185,6 +203,28 @@ def uninstall_log_filter(names: Iterable[str] | None = None) -> None:
 
 
 # -- helpers -------------------------------------------------------------------------------------
+
+
+def _import_alembic_quietly() -> None:
+    """Import Alembic with the INFO lines it logs on import held back.
+
+    ``import alembic`` registers its autogenerate plugins, each with a "setup plugin …" INFO
+    line on ``alembic.runtime.plugins`` (seven lines, Alembic 1.17 and later): nothing to act
+    on, written once by every worker of a fleet. The extension imports Alembic here first
+    (Flask-Migrate, the schema check's heads), so later imports find it in ``sys.modules``.
+    """
+    if "alembic" in sys.modules:
+        return
+    plugins = logging.getLogger("alembic.runtime.plugins")
+
+    def hold_back(record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING
+
+    plugins.addFilter(hold_back)
+    try:
+        import alembic  # noqa: F401
+    finally:
+        plugins.removeFilter(hold_back)
 
 
 def _startup_deferred() -> bool:
@@ -255,6 +295,36 @@ class SchemaExtensionState:
     #: Serialises this application's startup hook (first requests of several threads).
     startup_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _revisions: tuple[tuple[str, ...], frozenset[str]] | None = field(default=None, repr=False)
+    #: What a forked child inherited and must neither use nor let be finalised (see
+    #: reset_after_fork).
+    _inherited: list[object] = field(default_factory=list, repr=False)
+
+    def reset_after_fork(self) -> None:
+        """In a forked child: a new pool for the engine, no session of the parent's, a new lock.
+
+        ``engine.dispose(close=False)`` (SQLAlchemy's recipe for pools across a fork) gives the
+        engine a new, empty pool without touching the parent's connections. The old pool and
+        the sessions of the parent's scopes stay referenced here, unused: finalised by the
+        garbage collector, a checked-out connection would be rolled back, and a SQLite one
+        closed, over what the parent still uses. An in-memory SQLite database lives in its one
+        connection, of which the child has its own copy: a new pool would be a new, empty
+        database, so that engine is left as it is.
+        """
+        self.startup_lock = threading.Lock()
+        if not is_sqlite_memory(self.engine.url):
+            self._inherited.append(self.engine.pool)
+            self.engine.dispose(close=False)
+        registry = self.session.registry
+        if isinstance(registry, ThreadLocalRegistry):
+            if registry.has():
+                self._inherited.append(registry())
+                registry.clear()
+        else:  # scoped by application context: the extension's and Flask-SQLAlchemy's
+            self._inherited.extend(registry.registry.values())
+            registry.registry.clear()
+
+    def resume_after_fork(self) -> None:
+        """Nothing to restart here (the health manager restarts its own monitor)."""
 
     @property
     def owns_engine(self) -> bool:
@@ -265,6 +335,7 @@ class SchemaExtensionState:
         """The head revision(s) and every revision id of the package's migrations (cached:
         the scripts of a running process do not change)."""
         if self._revisions is None:
+            _import_alembic_quietly()
             from ai_secretary_schema.history import heads, revisions
 
             self._revisions = (heads(), revisions())
@@ -339,7 +410,12 @@ class SchemaExtension:
         cache = FallbackCache(settings.redis_url, timeout=settings.health_check_timeout / 2)
         context = ApplicationContextManager(app)
         health = ServiceHealthManager(
-            app, context, engine_provider=lambda: engine, settings=settings, cache=cache
+            app,
+            context,
+            engine_provider=lambda: engine,
+            settings=settings,
+            cache=cache,
+            connection=connection,
         )
         state = SchemaExtensionState(
             extension=self,
@@ -355,6 +431,17 @@ class SchemaExtension:
             db=db,
         )
         install_log_filter()
+        if connection.engine is None:
+            # The connection manager has just logged why, in one line: with this one and the
+            # database check's, one outage has one budget of lines (health.log_outage).
+            health.log_outage(
+                ServiceHealthManager.DATABASE,
+                "Starting without a database connection (%s); the engine for %s connects on "
+                "first use and /health reports the database until it answers",
+                connection.error_kind.value if connection.error_kind else "unknown",
+                redact_url(url),
+                logged_elsewhere=1,
+            )
         if settings.schema_startup != "off":
             if deferred:
                 state.startup_pending = True
@@ -367,8 +454,11 @@ class SchemaExtension:
                     cache.close()
                     raise
         # Only now is anything registered on the app: a failed start leaves it untouched.
-        health.register_check(SCHEMA_CHECK, lambda: self._check_schema(state))
+        health.register_check(
+            SCHEMA_CHECK, lambda: self._check_schema(state), depends_on=health.DATABASE
+        )
         if self.migrate_command is not None:
+            _import_alembic_quietly()  # Flask-Migrate imports Alembic
             from ai_secretary_schema.flask.migrate import init_migrate
 
             state.migrate = init_migrate(app, state, self.migrate_command)
@@ -379,6 +469,7 @@ class SchemaExtension:
         if state.startup_pending:
             app.before_request(self._deferred_startup)
         app.extensions[EXTENSION_KEY] = state
+        fork.register(state)
         self._apps = [ref for ref in self._apps if ref() is not None] + [weakref.ref(app)]
         if settings.health_monitoring and not deferred:
             health.start_background_monitoring()
@@ -403,14 +494,7 @@ class SchemaExtension:
         )
         if hopeless or not lenient:
             connection.raise_for_error()
-        url = settings.url
-        logger.warning(
-            "Starting without a database connection (%s); the engine for %s connects on first "
-            "use and /health reports the database until it answers",
-            connection.error_kind.value if connection.error_kind else "unknown",
-            redact_url(url),
-        )
-        return url
+        return settings.url  # init_app says so, once the health manager can count the lines
 
     # -- startup hook ------------------------------------------------------------------------
 
@@ -523,6 +607,7 @@ class SchemaExtension:
         """Stop the monitor, close the cache and dispose of the engine of ``app`` unless it is
         Flask-SQLAlchemy's (sessions are removed when their application context ends)."""
         state = self.state(app)
+        fork.unregister(state)
         state.health.stop()
         state.cache.close()
         if state.owns_engine:

@@ -9,6 +9,10 @@ The switch is never silent: every switch is logged (rate limited) and the health
 not copied to the other, and the in-process cache is cleared whenever Redis comes back so that a
 later outage cannot serve values from an earlier one.
 
+Both are fork-safe (:mod:`ai_secretary_schema.flask.fork`): a forked child gets new locks. The
+Redis client is kept: redis-py's connection pool notices the new process id on its next
+checkout and opens the child's own connections, closing none of the parent's.
+
 ``redis`` is an optional dependency (``pip install ai-secretary-schema[redis]``); it is imported
 only when a ``REDIS_URL`` is actually used.
 """
@@ -23,6 +27,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from ai_secretary_schema.flask import fork
 from ai_secretary_schema.rate_limit import ErrorRateLimiter, log_limited
 from ai_secretary_schema.redaction import redact_text, redact_url, url_password
 
@@ -57,6 +62,14 @@ class InProcessCache:
         self._lock = threading.Lock()
         # key -> (expires_at or None, value); ordered from least to most recently used.
         self._entries: OrderedDict[str, tuple[float | None, Any]] = OrderedDict()
+        fork.register(self)
+
+    def reset_after_fork(self) -> None:
+        """In a forked child: a new lock (the parent's may have been held at the fork)."""
+        self._lock = threading.Lock()
+
+    def resume_after_fork(self) -> None:
+        """Nothing runs in the background."""
 
     def get(self, key: str, default: Any = None) -> Any:
         """The value of ``key``, or ``default`` if it is missing or expired."""
@@ -131,6 +144,15 @@ class FallbackCache:
         self._retry_at = 0.0
         self._limiter = ErrorRateLimiter()
         self._secrets = [url_password(self.redis_url)]
+        fork.register(self)
+
+    def reset_after_fork(self) -> None:
+        """In a forked child: a new lock (the parent's may have been held at the fork). The
+        Redis client stays: its pool starts over in the child by itself (module docstring)."""
+        self._lock = threading.Lock()
+
+    def resume_after_fork(self) -> None:
+        """Nothing runs in the background."""
 
     @property
     def enabled(self) -> bool:

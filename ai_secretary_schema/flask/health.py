@@ -11,10 +11,19 @@ The design's component 5, made so that no check can hang or crash its caller:
 * A check that raises is ``unhealthy`` with the error as its message; nothing propagates. Every
   message is redacted (the database and Redis passwords, and any URL's userinfo).
 * Failures are logged through an :class:`~ai_secretary_schema.rate_limit.ErrorRateLimiter`, so an
-  outage writes a handful of lines a minute.
+  outage writes a handful of lines a minute (at most 5 per service and status). One outage is
+  logged under one key: a check registered with ``depends_on`` (the schema check depends on the
+  database) that fails while the service it depends on is unhealthy reports its status with
+  that said, and logs nothing; the lines the extension writes when it starts without a database
+  count against the database check's lines (:meth:`ServiceHealthManager.log_outage`).
+* The database check of an application whose ``DATABASE_URL`` was invalid, and which therefore
+  runs on the SQLite fallback file, is ``fallback`` (overall ``degraded``, HTTP 200) with the
+  configured URL (redacted) and the file in its message, however well the file answers.
 * :meth:`ServiceHealthManager.start_background_monitoring` runs one daemon thread per
   application (kept in ``app.extensions``, so the application owns it);
-  :meth:`ServiceHealthManager.stop` returns within a second.
+  :meth:`ServiceHealthManager.stop` returns within a second. In a forked child (``gunicorn
+  --preload``) the monitor is started again if it ran in the parent, and checks that were in
+  flight at the fork are forgotten (:mod:`ai_secretary_schema.flask.fork`).
 
 Overall status: ``unhealthy`` when a critical service (the database) is unhealthy; ``degraded``
 when any other service is unhealthy, in fallback, degraded or unknown; else ``healthy``
@@ -45,7 +54,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from enum import Enum
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -55,13 +64,15 @@ from flask import Blueprint, Flask, Response, jsonify
 from sqlalchemy.engine import Connection, Engine
 
 from ai_secretary_schema.errors import ExtensionNotRegisteredError, SchemaError
+from ai_secretary_schema.flask import fork
 from ai_secretary_schema.flask.cache import FallbackCache
 from ai_secretary_schema.flask.context import ApplicationContextManager
 from ai_secretary_schema.rate_limit import ErrorRateLimiter, log_limited
-from ai_secretary_schema.redaction import redact_text, url_password
+from ai_secretary_schema.redaction import redact_text, redact_url, url_password
 from ai_secretary_schema.settings import SchemaSettings
 
 if TYPE_CHECKING:
+    from ai_secretary_schema.connection import ConnectionResult
     from ai_secretary_schema.flask import SchemaExtensionState
 
 __all__ = [
@@ -208,6 +219,8 @@ class _Check:
     func: HealthCheck
     critical: bool
     timeout: float
+    #: The check whose service this one needs (the schema check needs the database).
+    depends_on: str | None = None
 
 
 @dataclass(eq=False)
@@ -235,6 +248,16 @@ MONITOR_KEY = "ai_secretary_schema.health_monitor"
 _monitors_lock = threading.Lock()
 
 
+def _new_monitors_lock_after_fork() -> None:
+    # The parent's may have been held, at the fork, by a thread the child does not have.
+    global _monitors_lock
+    _monitors_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows, which cannot fork
+    os.register_at_fork(after_in_child=_new_monitors_lock_after_fork)
+
+
 def _extension_state(app: Flask) -> SchemaExtensionState | None:
     """The extension's state of ``app``, or ``None`` when the extension is not registered."""
     # Imported here: the extension's module imports this one (it builds a manager per app).
@@ -258,7 +281,9 @@ class ServiceHealthManager:
     replaced at runtime is the one checked); ``settings`` then default to
     ``SchemaSettings.resolve(app.config, os.environ)`` and a
     :class:`~ai_secretary_schema.flask.cache.FallbackCache` is built from ``settings.redis_url``.
-    ``database_probe`` is the query of the round trip.
+    ``database_probe`` is the query of the round trip. ``connection`` is the outcome of the
+    connection check at start (default: the extension's): when it fell back to SQLite for an
+    invalid URL, the database is reported as ``fallback``.
     """
 
     DATABASE = "database"
@@ -274,6 +299,7 @@ class ServiceHealthManager:
         cache: FallbackCache | None = None,
         database_probe: str = "SELECT 1",
         limiter: ErrorRateLimiter | None = None,
+        connection: ConnectionResult | None = None,
     ) -> None:
         self.app = app
         self.context_manager = context_manager or ApplicationContextManager(app)
@@ -294,6 +320,9 @@ class ServiceHealthManager:
             )
         if cache is None and state is not None:
             cache = state.cache  # one Redis pool per application; the extension closes it
+        if connection is None and state is not None:
+            connection = state.connection
+        self.connection = connection
         self.settings = settings
         self.interval = settings.health_check_interval
         self.timeout = settings.health_check_timeout
@@ -311,6 +340,8 @@ class ServiceHealthManager:
         self._results: dict[str, ServiceHealth] = {}
         self._checked_at: dict[str, float] = {}
         self._inflight: dict[str, _Run] = {}
+        #: Checks failing now whose failure was not logged (their dependency's was).
+        self._unlogged: set[str] = set()
         self._rounds = 0
         self._secrets: set[str] = {
             secret
@@ -319,6 +350,7 @@ class ServiceHealthManager:
         }
         self.register_check(self.DATABASE, self._probe_database, critical=True)
         self.register_check(self.REDIS, self._probe_redis)
+        fork.register(self)
 
     def _extension_engine(self) -> Engine:
         state = _extension_state(self.app)
@@ -331,16 +363,35 @@ class ServiceHealthManager:
     # -- registration and queries ------------------------------------------------------------
 
     def register_check(
-        self, name: str, check: HealthCheck, critical: bool = False, timeout: float | None = None
+        self,
+        name: str,
+        check: HealthCheck,
+        critical: bool = False,
+        timeout: float | None = None,
+        *,
+        depends_on: str | None = None,
     ) -> None:
         """Add a check. ``critical`` services make the overall status (and /health) unhealthy;
-        the others only degrade it. ``timeout`` defaults to ``HEALTH_CHECK_TIMEOUT``."""
+        the others only degrade it. ``timeout`` defaults to ``HEALTH_CHECK_TIMEOUT``.
+
+        ``depends_on`` names an already registered check whose service this one needs (a
+        check that reads the database: ``"database"``). When this check fails while that one
+        is unhealthy, its message says so and nothing is logged for it: the outage is logged
+        once, by the check of the service that is down. Its result then waits for that
+        check's (within that check's timeout).
+        """
         if timeout is not None and timeout <= 0:
             raise ValueError(f"timeout must be > 0 seconds, got {timeout}")
         with self._cond:
             if name in self._checks:
                 raise ValueError(f"a health check named {name!r} is already registered")
-            self._checks[name] = _Check(name, check, critical, timeout or self.timeout)
+            if depends_on is not None and depends_on not in self._checks:
+                known = ", ".join(sorted(self._checks))
+                raise ValueError(
+                    f"health check {name!r} depends on {depends_on!r}, which is not registered "
+                    f"(registered: {known}); register {depends_on!r} first"
+                )
+            self._checks[name] = _Check(name, check, critical, timeout or self.timeout, depends_on)
 
     @property
     def service_names(self) -> list[str]:
@@ -485,8 +536,35 @@ class ServiceHealthManager:
             response_time=response_time,
             critical=check.critical,
         )
-        self._record(health)
+        down = self._dependency_down(check, run, cancel) if status in _FAILING else None
+        if down is not None:
+            health = replace(
+                health,
+                error_message=f"{health.error_message} (the {down.service_name} it depends on "
+                f"is {down.status.value})",
+            )
+        self._record(health, logged_elsewhere=down is not None)
         return health
+
+    def _dependency_down(
+        self, check: _Check, run: _Run, cancel: threading.Event | None
+    ) -> ServiceHealth | None:
+        """The result of the check ``check`` depends on, if that one is unhealthy.
+
+        Its result of the same round when there is one (checked since ``run`` started, or
+        still running: joined), else it is checked now.
+        """
+        if check.depends_on is None:
+            return None
+        dependency = self._check_named(check.depends_on)
+        with self._cond:
+            fresh = self._checked_at.get(dependency.name, -float("inf")) >= run.started
+            latest = self._results.get(dependency.name) if fresh else None
+        if latest is None:
+            latest = self._wait(dependency, self._start(dependency), cancel)
+        if latest is None or latest.status is not HealthStatus.UNHEALTHY:
+            return None
+        return latest
 
     def _interpret(self, run: _Run) -> tuple[HealthStatus, str | None]:
         if run.error is not None:
@@ -502,25 +580,38 @@ class ServiceHealthManager:
             return outcome, None
         return HealthStatus.UNHEALTHY, f"the check returned {type(outcome).__name__}, not a status"
 
-    def _record(self, health: ServiceHealth) -> None:
-        with self._cond:
-            previous = self._results.get(health.service_name)
-            self._results[health.service_name] = health
-            self._checked_at[health.service_name] = time.monotonic()
+    def _record(self, health: ServiceHealth, *, logged_elsewhere: bool = False) -> None:
+        """Keep ``health`` as the latest result and log a failure or a recovery (rate limited).
+
+        ``logged_elsewhere``: the failure is another check's outage, logged there; neither it
+        nor the recovery from it is logged here.
+        """
         name, status = health.service_name, health.status
+        with self._cond:
+            previous = self._results.get(name)
+            self._results[name] = health
+            self._checked_at[name] = time.monotonic()
+            was_unlogged = name in self._unlogged
+            if status in _FAILING and logged_elsewhere:
+                self._unlogged.add(name)
+            else:
+                self._unlogged.discard(name)
         if status in _FAILING:
-            level = logging.ERROR if health.critical else logging.WARNING
+            if logged_elsewhere:
+                return
+            # A fallback still serves: an error is for a critical service that does not.
+            critical_down = health.critical and status is HealthStatus.UNHEALTHY
             log_limited(
                 logger,
                 self.limiter,
-                f"health:{name}:{status.value}",
-                level,
+                self._failure_key(name, status),
+                logging.ERROR if critical_down else logging.WARNING,
                 "health check %r: %s: %s",
                 name,
                 status.value,
                 health.error_message,
             )
-        elif previous is not None and previous.status in _FAILING:
+        elif previous is not None and previous.status in _FAILING and not was_unlogged:
             log_limited(
                 logger,
                 self.limiter,
@@ -531,6 +622,27 @@ class ServiceHealthManager:
                 status.value,
                 previous.status.value,
             )
+
+    @staticmethod
+    def _failure_key(name: str, status: HealthStatus) -> str:
+        return f"health:{name}:{status.value}"
+
+    def log_outage(
+        self, name: str, msg: str, *args: object, logged_elsewhere: int = 0, **kwargs: Any
+    ) -> bool:
+        """Log ``msg % args`` (a WARNING) about an outage of the service checked by ``name``,
+        under the key its failed checks log with: one outage, one budget of lines.
+
+        ``logged_elsewhere``: lines about the same outage that others already wrote (the
+        connection manager's, at start), counted against that budget. Returns True if the
+        message was logged.
+        """
+        self._check_named(name)
+        key = self._failure_key(name, HealthStatus.UNHEALTHY)
+        for _ in range(logged_elsewhere):
+            self.limiter.should_log_error(key)
+        kwargs.setdefault("stacklevel", 3)
+        return log_limited(logger, self.limiter, key, logging.WARNING, msg, *args, **kwargs)
 
     def _redact(self, text: str) -> str:
         with self._cond:
@@ -557,7 +669,26 @@ class ServiceHealthManager:
                 self._secrets.add(str(password))
         with probe_connection(engine, self.timeout) as connection:
             connection.execute(sa.text(self.database_probe)).all()
+        fallback = self._database_fallback(engine)
+        if fallback is not None:
+            return CheckResult(HealthStatus.FALLBACK, fallback)
         return CheckResult(HealthStatus.HEALTHY)
+
+    def _database_fallback(self, engine: Engine) -> str | None:
+        """Why ``engine`` is the SQLite fallback of an invalid ``DATABASE_URL``, if it is."""
+        connection = self.connection
+        if connection is None or not connection.fallback_used:
+            return None
+        from ai_secretary_schema.engine import sqlite_file_path
+
+        path = sqlite_file_path(engine.url)
+        where = str(path.resolve()) if path is not None else redact_url(engine.url)
+        why = f" ({connection.error_message})" if connection.error_message else ""
+        return (
+            f"the configured DATABASE_URL {self.settings.database.redacted} is invalid, so the "
+            f"SQLite file {where} is in use instead{why}; fix DATABASE_URL, or set "
+            "DATABASE_STRICT=1 to refuse an invalid URL at start"
+        )
 
     def _probe_redis(self) -> CheckResult:
         if not self.cache.enabled:
@@ -612,16 +743,35 @@ class ServiceHealthManager:
                         f"{self.app.name!r}; stop() it first or use that manager"
                     )
                 return existing.thread
-            stop = threading.Event()
-            thread = threading.Thread(
-                target=self._monitor_loop,
-                args=(stop,),
-                name=f"health-monitor-{self.app.name}",
-                daemon=True,
-            )
-            self.app.extensions[MONITOR_KEY] = _Monitor(self, thread, stop)
-            thread.start()
+            return self._start_monitor()
+
+    def _start_monitor(self) -> threading.Thread:
+        # The caller holds _monitors_lock, or is a forked child that has a single thread.
+        stop = threading.Event()
+        thread = threading.Thread(
+            target=self._monitor_loop,
+            args=(stop,),
+            name=f"health-monitor-{self.app.name}",
+            daemon=True,
+        )
+        self.app.extensions[MONITOR_KEY] = _Monitor(self, thread, stop)
+        thread.start()
         return thread
+
+    # -- in a forked child ----------------------------------------------------------------------
+
+    def reset_after_fork(self) -> None:
+        """In a forked child (:mod:`~ai_secretary_schema.flask.fork`): a new condition (the
+        parent's lock may have been held at the fork), and no check in flight (their threads
+        stayed in the parent; waiting for them would time out on every check)."""
+        self._cond = threading.Condition()
+        self._inflight.clear()
+
+    def resume_after_fork(self) -> None:
+        """In a forked child: start the background monitor again if it ran in the parent."""
+        monitor = self._monitor()
+        if monitor is not None and monitor.manager is self and not monitor.stop.is_set():
+            self._start_monitor()
 
     def _monitor_loop(self, stop: threading.Event) -> None:
         while not stop.is_set():
