@@ -307,12 +307,13 @@ class SchemaSettings:
                 raw = mapping.get(lookup)
                 if raw is None:
                     continue
-                if name == "database_url" and not _as_url(setting.key, raw).strip():
-                    if source == "argument":
-                        raise _empty_url_error()
+                if source == "argument":
+                    values[name] = _convert_explicit(setting, raw)
+                elif name == "database_url" and not _as_url(setting.key, raw).strip():
                     sources[name] = f"{source} (empty)"
                     continue
-                values[name] = setting.convert(setting.key, raw)
+                else:
+                    values[name] = setting.convert(setting.key, raw)
                 sources[name] = source
                 break
         return cls(**values, sources=sources)
@@ -327,9 +328,7 @@ class SchemaSettings:
                 raise TypeError(f"unknown setting {name!r}")
             if raw is None:
                 continue
-            if name == "database_url" and not _as_url(declared[name].key, raw).strip():
-                raise _empty_url_error()
-            changes[name] = declared[name].convert(declared[name].key, raw)
+            changes[name] = _convert_explicit(declared[name], raw)
             sources[name] = "argument"
         if not changes:
             return self
@@ -338,6 +337,14 @@ class SchemaSettings:
             # The URL did not change: keep its parse (cached_property stores it in __dict__).
             updated.__dict__["database"] = self.database
         return updated
+
+
+def _convert_explicit(setting: Setting, raw: object) -> Any:
+    """An explicitly given value, converted: an explicit empty URL is an error, never "unset"
+    (a script whose variable is unset must not migrate a local file)."""
+    if setting.name == "database_url" and not _as_url(setting.key, raw).strip():
+        raise _empty_url_error()
+    return setting.convert(setting.key, raw)
 
 
 def _empty_url_error() -> DatabaseConfigError:
