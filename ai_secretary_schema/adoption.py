@@ -34,7 +34,10 @@ from ai_secretary_schema.errors import AdoptionError
 from ai_secretary_schema.history import (
     ScriptLocation,
     current_revisions,
+    requirements,
+    revisions,
     script_directory,
+    script_path,
     single_head,
 )
 from ai_secretary_schema.models import Base
@@ -136,12 +139,16 @@ def known_tables(shapes: list[RevisionShape]) -> set[str]:
     return names
 
 
-def needs_adoption(connection: Connection) -> bool:
-    """The database has some of the package's tables but no recorded revision."""
+def needs_adoption(connection: Connection, script_location: ScriptLocation = None) -> bool:
+    """The database has some of the package's tables but no revision of the package's history
+    recorded (the host application's may be: it is a branch of its own)."""
     inspector = sa.inspect(connection)
     names = set(inspector.get_table_names())
-    if VERSION_TABLE in names and current_revisions(connection):
-        return False
+    if VERSION_TABLE in names:
+        # A package revision that a host revision depends on is recorded only through it.
+        reached = requirements(script_directory(script_location), current_revisions(connection))
+        if reached & revisions(script_path(script_location)):
+            return False
     return bool(names & set(Base.metadata.tables))
 
 
@@ -173,7 +180,7 @@ def adopt(connection: Connection, script_location: ScriptLocation = None) -> str
     """
     from alembic.runtime.migration import MigrationContext
 
-    shapes = revision_shapes(script_location)
+    shapes = revision_shapes(script_path(script_location))
     if connection.in_transaction():
         connection.rollback()
     live = _reflect(connection, known_tables(shapes))

@@ -15,7 +15,7 @@ from typing import Any, TextIO
 from alembic.config import Config
 from sqlalchemy import Connection, Engine
 
-from ai_secretary_schema.history import ScriptLocation, script_path
+from ai_secretary_schema.history import ScriptLocation, histories
 from ai_secretary_schema.settings import SchemaSettings
 
 #: ``config.attributes`` key of the resolved settings; its presence also means "in-process":
@@ -25,6 +25,9 @@ SETTINGS = "ai_secretary_schema.settings"
 ON_VERSION_APPLY = "ai_secretary_schema.on_version_apply"
 #: ``config.attributes`` key of the stream each revision is reported to (``None``: the log).
 PROGRESS = "ai_secretary_schema.progress"
+#: ``config.attributes`` key of the host application's history
+#: (:class:`~ai_secretary_schema.history.HostHistory`, or ``None``: the package's alone).
+HOST = "ai_secretary_schema.host"
 
 VersionCallback = Callable[..., None]
 
@@ -51,6 +54,30 @@ def configure_in_process(
     return config
 
 
+def point_at(config: Config, script_location: ScriptLocation) -> Config:
+    """Make ``config`` run the package's env.py over the package's revisions and, when
+    ``script_location`` has one, the host application's (every door: the migrator, ``flask db``).
+
+    Paths go through ConfigParser, whose interpolation would read a ``%`` in one: escaped.
+    """
+    found = histories(script_location)
+    config.set_main_option("script_location", _escaped(found.package))
+    config.set_main_option("path_separator", "newline")
+    config.set_main_option(
+        "version_locations", "\n".join(_escaped(path) for path in found.version_locations)
+    )
+    config.attributes[HOST] = found.host
+    if found.host is not None:
+        # env.py places the host's new revisions (``flask db revision`` too, not only
+        # ``migrate``): Alembic runs it for a plain revision only when asked to.
+        config.set_main_option("revision_environment", "true")
+    return config
+
+
+def _escaped(path: object) -> str:
+    return str(path).replace("%", "%%")
+
+
 def make_alembic_config(
     settings: SchemaSettings | None = None,
     *,
@@ -65,10 +92,12 @@ def make_alembic_config(
 
     ``settings`` say where to migrate (default: resolved from the environment) unless a
     ``connection`` (or engine) is given. ``script_location`` replaces the shipped migrations
-    (tests use a scratch directory). ``output`` receives offline SQL.
+    (tests use a scratch directory) or adds the host application's
+    (:class:`~ai_secretary_schema.history.Histories`). ``output`` receives offline SQL.
     """
-    config = Config(output_buffer=output if output is not None else io.StringIO())
-    config.set_main_option("script_location", str(script_path(script_location)))
+    config = point_at(
+        Config(output_buffer=output if output is not None else io.StringIO()), script_location
+    )
     config.attributes.update(attributes)
     return configure_in_process(
         config,

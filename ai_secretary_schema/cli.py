@@ -24,8 +24,10 @@ import argparse
 import logging
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
-from ai_secretary_schema.errors import RevisionRangeError, SchemaError
+from ai_secretary_schema.errors import MigrationError, RevisionRangeError, SchemaError
+from ai_secretary_schema.history import HostHistory
 from ai_secretary_schema.migrator import Migrator, check
 from ai_secretary_schema.redaction import redact_text
 from ai_secretary_schema.schema_report import SchemaReport
@@ -83,7 +85,9 @@ def _report(report: SchemaReport, as_json: bool) -> int:
 
 
 def _cmd_check(args: argparse.Namespace, migrator: Migrator) -> int:
-    return _report(check(args.url, script_location=args.script_location), args.json)
+    return _report(
+        check(args.url, script_location=args.script_location, host=_host(args)), args.json
+    )
 
 
 def _cmd_validate(args: argparse.Namespace, migrator: Migrator) -> int:
@@ -96,6 +100,18 @@ def _cmd_lint(args: argparse.Namespace, migrator: Migrator) -> int:
     return 0 if report.ok else 1
 
 
+def _host(args: argparse.Namespace) -> HostHistory | None:
+    if args.directory is None:
+        return None
+    directory = Path(args.directory)
+    if not (directory / "versions").is_dir():
+        raise MigrationError(
+            f"--directory {directory}: no versions/ directory there; it names the "
+            "application's migrations directory (the one `flask db init` made)"
+        )
+    return HostHistory(directory.resolve())
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
@@ -106,6 +122,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--script-location",
         metavar="DIR",
         help="Alembic script directory (default: the migrations shipped with the package)",
+    )
+    common.add_argument(
+        "--directory",
+        metavar="DIR",
+        help="the application's own migrations directory (its revisions in DIR/versions), "
+        "migrated beside the package's in one version table; its tables are not compared "
+        "(the command line does not know the application's models: use `flask db check`)",
     )
     as_json = argparse.ArgumentParser(add_help=False)
     as_json.add_argument("--json", action="store_true", help="print the report as JSON")
@@ -180,7 +203,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = SchemaSettings.resolve(database_url=args.url)
         with Migrator(
-            settings, script_location=args.script_location, progress=sys.stdout
+            settings, script_location=args.script_location, progress=sys.stdout, host=_host(args)
         ) as migrator:
             return handler(args, migrator)
     except SchemaError as exc:

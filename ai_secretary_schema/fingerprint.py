@@ -39,13 +39,14 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeGuard
 
 import sqlalchemy as sa
-from sqlalchemy import Connection
+from sqlalchemy import Connection, MetaData
+from sqlalchemy.engine import Dialect
 
 import ai_secretary_schema
 
@@ -295,6 +296,22 @@ def _installed_library(module: str) -> str:
     return f"{spec.origin}:{stat.st_size}:{stat.st_mtime_ns}"
 
 
+def metadata_digest(metadata: MetaData | None, dialect: Dialect) -> str:
+    """A digest of the DDL ``metadata`` describes in ``dialect``: it changes with any model."""
+    from sqlalchemy.schema import CreateIndex, CreateTable
+
+    if metadata is None:
+        return ""
+    parts = []
+    for table in metadata.sorted_tables:
+        parts.append(str(CreateTable(table).compile(dialect=dialect)))
+        parts.extend(
+            str(CreateIndex(index).compile(dialect=dialect))
+            for index in sorted(table.indexes, key=lambda index: str(index.name))
+        )
+    return _digest("\n".join(parts))
+
+
 class WarmStart:
     """Remembers which catalog fingerprints passed a full comparison, per package key.
 
@@ -304,9 +321,20 @@ class WarmStart:
     comparison that passed, remembers.
     """
 
-    def __init__(self, script_location: str | Path, tables: Collection[str]) -> None:
+    def __init__(
+        self,
+        script_location: str | Path,
+        tables: Collection[str],
+        *,
+        extra_roots: Sequence[Path] = (),
+        extra_key: str = "",
+    ) -> None:
         self.script_location = Path(script_location).resolve()
         self.tables: tuple[str, ...] = tuple(_table_names(tables))
+        #: More directories whose files are part of the key (the host application's revisions).
+        self.extra_roots = tuple(Path(root).resolve() for root in extra_roots)
+        #: More text the key covers (the host's models, as :func:`metadata_digest`).
+        self.extra_key = extra_key
         self._key: _PackageKey | None = None
 
     # -- the package key -------------------------------------------------------------------
@@ -315,7 +343,8 @@ class WarmStart:
         now = time.time_ns()
         # In an installed wheel the script directory lies inside the package and is listed
         # twice: that only costs a few stat calls.
-        trees = [(str(root), _files(root)) for root in (_package_dir(), self.script_location)]
+        roots = (_package_dir(), self.script_location, *self.extra_roots)
+        trees = [(str(root), _files(root)) for root in roots]
         racy = any(
             abs(now - mtime_ns) < RACY_WINDOW_NS
             for _root, files in trees
@@ -329,6 +358,7 @@ class WarmStart:
             "script_location": str(self.script_location),
             "tables": list(self.tables),
             "files": trees,
+            "extra": self.extra_key,
         }
         return _PackageKey(_digest(json.dumps(described, ensure_ascii=False)), racy)
 
@@ -417,14 +447,27 @@ class WarmStart:
         entry = next((e for e in data["passed"] if e["fingerprint"] == fingerprint), None)
         if entry is None:
             return WarmCheck(False, catalog.current, (), "fingerprint not known", fingerprint)
+        current = tuple(entry["current"])
+        recorded = tuple(entry.get("recorded", current))
         # Both follow from the fingerprint and from remember(); a hand-edited cache file must
         # still not let a database that is not at head pass.
-        if tuple(entry["current"]) != catalog.current or sorted(heads) != sorted(catalog.current):
+        if recorded != catalog.current or sorted(heads) != sorted(current):
             return WarmCheck(False, catalog.current, (), "cache entry inconsistent", fingerprint)
-        return WarmCheck(True, catalog.current, heads, "fingerprint passed before", fingerprint)
+        return WarmCheck(True, current, heads, "fingerprint passed before", fingerprint)
 
-    def remember(self, fingerprint: str, heads: tuple[str, ...], current: tuple[str, ...]) -> None:
+    def remember(
+        self,
+        fingerprint: str,
+        heads: tuple[str, ...],
+        current: tuple[str, ...],
+        *,
+        recorded: tuple[str, ...] | None = None,
+    ) -> None:
         """Record that ``fingerprint`` passed a full comparison at ``heads``.
+
+        ``recorded`` are the rows of the version table when they differ from ``current``
+        (with the host application's history, a package revision a host revision depends on
+        is recorded only through it).
 
         Called after ``build_schema_report(...).ok``, with the fingerprint taken before and after
         the comparison equal. Nothing is stored when a package or script file changed since this
@@ -454,7 +497,10 @@ class WarmStart:
         passed: list[dict[str, Any]] = []
         if data is not None and tuple(data["heads"]) == tuple(heads):
             passed = [entry for entry in data["passed"] if entry["fingerprint"] != fingerprint]
-        passed.append({"fingerprint": fingerprint, "current": sorted(current)})
+        entry: dict[str, Any] = {"fingerprint": fingerprint, "current": sorted(current)}
+        if recorded is not None and sorted(recorded) != sorted(current):
+            entry["recorded"] = sorted(recorded)
+        passed.append(entry)
         self._write(
             {
                 "format": _FORMAT,
@@ -480,6 +526,7 @@ def _well_formed(data: Any, key: str) -> TypeGuard[dict[str, Any]]:
         isinstance(entry, dict)
         and isinstance(entry.get("fingerprint"), str)
         and _strings(entry.get("current"))
+        and _strings(entry.get("recorded", []))
         for entry in data["passed"]
     )
 

@@ -23,6 +23,7 @@ connect timeout.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import logging.config
 import sys
@@ -34,20 +35,34 @@ from typing import Any, Literal
 from alembic.config import Config
 from alembic.runtime.environment import EnvironmentContext
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import Connection, Engine
+from alembic.util import coerce_resource_to_filename
+from sqlalchemy import Connection, Engine, MetaData
 from sqlalchemy.types import TypeDecorator
 
 from ai_secretary_schema import ddl_guard
-from ai_secretary_schema.alembic_config import ON_VERSION_APPLY, PROGRESS, SETTINGS
+from ai_secretary_schema.alembic_config import HOST, ON_VERSION_APPLY, PROGRESS, SETTINGS
 from ai_secretary_schema.engine import create_engine
+from ai_secretary_schema.errors import MigrationError
+from ai_secretary_schema.history import (
+    Histories,
+    HostHistory,
+    current_revisions,
+    migrations_directory,
+    refuse_foreign,
+)
 from ai_secretary_schema.lock import migration_lock
 from ai_secretary_schema.models import Base
 from ai_secretary_schema.progress import MigrationProgress
+from ai_secretary_schema.redaction import redact_url
 from ai_secretary_schema.settings import SchemaSettings
 
 logger = logging.getLogger(__name__)
 
 _RUN_SETTINGS = "ai_secretary_schema.run_settings"
+_SCRIPTS = "ai_secretary_schema.scripts"
+#: alembic.ini option naming the host's models for the ``alembic`` command line
+#: (``module:attribute``, e.g. ``myapp.models:db.metadata``); ``flask db`` knows them already.
+HOST_METADATA_OPTION = "ai_secretary_schema.host_metadata"
 
 
 def configure_logging(config: Config) -> None:
@@ -91,6 +106,62 @@ def run_settings(config: Config, x_arguments: Mapping[str, str]) -> SchemaSettin
     return settings
 
 
+def scripts_of(config: Config) -> Histories:
+    """The histories this run reads: the package's and, with one, the host application's.
+
+    An in-process caller says so (:func:`~ai_secretary_schema.alembic_config.point_at`). The
+    ``alembic`` command line run from a host's directory made by ``flask db init`` is
+    recognised by its alembic.ini: its ``version_locations`` list the package's revisions
+    beside its own, and its models are named by the ``ai_secretary_schema.host_metadata``
+    option.
+    """
+    memo = config.attributes.get(_SCRIPTS)
+    if isinstance(memo, Histories):
+        return memo
+    package = migrations_directory()
+    host: HostHistory | None = None
+    if HOST in config.attributes:
+        host = config.attributes[HOST]
+        package = Path(config.get_main_option("script_location") or package).resolve()
+    else:
+        location = Path(config.get_main_option("script_location") or package).resolve()
+        listed = {
+            coerce_resource_to_filename(entry).resolve()
+            for entry in config.get_version_locations_list() or []
+        }
+        if location != package and package / "versions" in listed:
+            host = HostHistory(location, _ini_metadata(config))
+        elif location != package:
+            package = location
+    found = Histories(package, host)
+    config.attributes[_SCRIPTS] = found
+    return found
+
+
+def _ini_metadata(config: Config) -> MetaData | None:
+    spec = config.get_main_option(HOST_METADATA_OPTION)
+    if not spec:
+        return None
+    module_name, _, attribute = spec.partition(":")
+    try:
+        found: Any = importlib.import_module(module_name.strip())
+        for part in attribute.strip().split("."):
+            found = getattr(found, part)
+    except (ImportError, AttributeError) as exc:
+        raise MigrationError(
+            f"{HOST_METADATA_OPTION} = {spec} in alembic.ini cannot be loaded ({exc}); it names "
+            "the application's models as module:attribute, e.g. myapp.models:db.metadata"
+        ) from None
+    if not isinstance(found, MetaData):
+        found = getattr(found, "metadata", found)
+    if not isinstance(found, MetaData):
+        raise MigrationError(
+            f"{HOST_METADATA_OPTION} = {spec} in alembic.ini is not a MetaData (nor has one); "
+            "name the application's models, e.g. myapp.models:db.metadata"
+        )
+    return found
+
+
 def run_migrations(env: EnvironmentContext, progress: MigrationProgress | None = None) -> None:
     """Run the migrations of this run (env.py's ``context.run_migrations()``).
 
@@ -113,17 +184,24 @@ def changes_versions(context: MigrationContext) -> bool:
     return context.opts.get("destination_rev") is not None
 
 
-def include_name(
-    name: str | None,
-    type_: Literal[
-        "schema", "table", "column", "index", "unique_constraint", "foreign_key_constraint"
-    ],
-    parent_names: Mapping[str, str | None],
-) -> bool:
+NameType = Literal[
+    "schema", "table", "column", "index", "unique_constraint", "foreign_key_constraint"
+]
+
+
+def include_name(name: str | None, type_: NameType, parent_names: Mapping[str, str | None]) -> bool:
     """Compare only the package's own tables: the host application may keep others beside them."""
     if type_ == "table":
         return name in Base.metadata.tables
     return True
+
+
+def target_metadata(host: HostHistory | None) -> list[MetaData]:
+    """What the database is compared with: the package's models, and the host's when known."""
+    found = [Base.metadata]
+    if host is not None and host.metadata is not None:
+        found.append(host.metadata)
+    return found
 
 
 def render_item(type_: str, obj: Any, autogen_context: Any) -> str | Literal[False]:
@@ -135,26 +213,42 @@ def render_item(type_: str, obj: Any, autogen_context: Any) -> str | Literal[Fal
     return False
 
 
-def _common_options(dialect_name: str) -> dict[str, Any]:
-    return {
-        "target_metadata": Base.metadata,
+def _common_options(dialect_name: str, host: HostHistory | None = None) -> dict[str, Any]:
+    compared = target_metadata(host)
+    options: dict[str, Any] = {
+        # With the host's models, the whole database is compared (the host owns every table
+        # that is not the package's, as Flask-Migrate assumes); without, only the package's.
+        "target_metadata": compared if len(compared) > 1 else compared[0],
         "render_item": render_item,
         "compare_type": True,
         "compare_server_default": True,
-        "include_name": include_name,
         # Each revision commits on its own: a failure leaves the database at the revision
         # before it, never half-way through one (SQLite included, see engine.py).
         "transaction_per_migration": True,
         # SQLite cannot ALTER most things in place; batch mode copies the table instead.
         "render_as_batch": dialect_name == "sqlite",
     }
+    if len(compared) == 1:
+        options["include_name"] = include_name
+    if host is not None:
+        from ai_secretary_schema.host_revisions import process_revision_directives
+
+        options["process_revision_directives"] = process_revision_directives
+    return options
 
 
 def online_options(
-    connection: Connection, config: Config | None = None, progress: MigrationProgress | None = None
+    connection: Connection,
+    config: Config | None = None,
+    progress: MigrationProgress | None = None,
+    *,
+    host: HostHistory | None = None,
 ) -> dict[str, Any]:
-    """Keyword arguments for ``context.configure`` when migrating over ``connection``."""
-    options = _common_options(connection.dialect.name)
+    """Keyword arguments for ``context.configure`` when migrating over ``connection``
+    (``host``: the host application's history, when there is no ``config`` to say it)."""
+    if config is not None:
+        host = scripts_of(config).host
+    options = _common_options(connection.dialect.name, host)
     callbacks = [
         callback
         for callback in (
@@ -183,9 +277,10 @@ def offline_options(settings: SchemaSettings, config: Config | None = None) -> d
     step's SQL in offline mode as well): the lint splits one offline run into its steps with it.
     """
     url = settings.url
+    host = None if config is None else scripts_of(config).host
     options = {
         "url": url,
-        **_common_options(url.get_backend_name()),
+        **_common_options(url.get_backend_name(), host),
         "literal_binds": True,
         "dialect_opts": {"paramstyle": "named"},
     }
@@ -227,7 +322,15 @@ def lock_if_writing(env: EnvironmentContext) -> Iterator[None]:
         yield
         return
     settings = run_settings(env.config, env.get_x_argument(as_dictionary=True))
-    with migration_lock(context.connection.engine.url, settings):  # type: ignore[union-attr]
+    connection = context.connection
+    assert connection is not None
+    with migration_lock(connection.engine.url, settings):
+        # Under the lock, before Alembic reads the version table: a revision of a history it
+        # was not given is refused with what to do, not "Can't locate revision".
+        current = current_revisions(connection)
+        if connection.in_transaction():
+            connection.rollback()
+        refuse_foreign(current, scripts_of(env.config), redact_url(connection.engine.url))
         yield
 
 

@@ -43,8 +43,15 @@ from ai_secretary_schema.errors import (
     MigrationError,
     SchemaValidationError,
 )
-from ai_secretary_schema.fingerprint import WarmStart, catalog_fingerprint
-from ai_secretary_schema.history import ScriptLocation, script_path
+from ai_secretary_schema.fingerprint import WarmStart, catalog_fingerprint, metadata_digest
+from ai_secretary_schema.history import (
+    PACKAGE_BRANCH,
+    Histories,
+    HostHistory,
+    ScriptLocation,
+    histories,
+    script_path,
+)
 from ai_secretary_schema.lock import migration_lock
 from ai_secretary_schema.redaction import redact_text, redact_url, url_password
 from ai_secretary_schema.schema_report import SchemaReport
@@ -69,6 +76,8 @@ class RevisionState:
     url: str  #: redacted
     current: tuple[str, ...]
     heads: tuple[str, ...]
+    #: Recorded revisions no known history has (another history's: the application's).
+    unknown: tuple[str, ...] = ()
 
     @property
     def at_head(self) -> bool:
@@ -77,6 +86,11 @@ class RevisionState:
     def describe(self) -> str:
         where = ", ".join(self.current) if self.current else "base (no revision applied)"
         status = "at head" if self.at_head else f"head is {', '.join(self.heads) or 'none'}"
+        if self.unknown:
+            status += (
+                f"; {', '.join(self.unknown)} belongs to another history, the application's: "
+                "pass its directory with --directory"
+            )
         return f"{self.url}: revision {where} ({status})"
 
 
@@ -92,9 +106,13 @@ class Migrator:
     :meth:`SchemaSettings.for_migrations`) everything the migrator does (migrations, lock,
     validation, the startup hook) goes to that URL, and an ``engine`` handed over is not used.
     ``script_location`` replaces the shipped migrations (tests, or an application shipping its
-    own); ``metadata`` replaces the models in the comparison. Each revision a run applies is
-    reported as it starts, with its duration: to ``progress`` (a command line passes
-    ``sys.stdout``), else as INFO log lines.
+    own); ``metadata`` replaces the models in the comparison. ``host`` is the host
+    application's own history, kept beside the package's in the same version table
+    (:class:`~ai_secretary_schema.history.HostHistory`): upgrading to ``head`` then brings both
+    to their heads in dependency order (the package's alone when the host migrates its own,
+    ``managed=False``), and validation compares the database with both models. Each revision
+    a run applies is reported as it starts, with its duration: to ``progress`` (a command line
+    passes ``sys.stdout``), else as INFO log lines.
     """
 
     def __init__(
@@ -106,6 +124,7 @@ class Migrator:
         metadata: MetaData | None = None,
         connection_manager: SmartConnectionManager | None = None,
         progress: TextIO | None = None,
+        host: HostHistory | None = None,
     ) -> None:
         resolved = settings if settings is not None else SchemaSettings.resolve()
         # SCHEMA_MIGRATION_URL: everything this service does goes there; an engine handed over
@@ -116,6 +135,10 @@ class Migrator:
             engine = None
         self.progress = progress
         self.script_location = script_path(script_location)
+        #: The histories this migrator reads and runs: the package's, and the host's if any.
+        self.histories = (
+            histories(script_location) if host is None else Histories(self.script_location, host)
+        )
         self.metadata = metadata
         self.connection_manager = connection_manager
         self._engine = engine
@@ -173,12 +196,12 @@ class Migrator:
     def heads(self) -> tuple[str, ...]:
         from ai_secretary_schema.history import heads
 
-        return heads(self.script_location)
+        return heads(self.histories)
 
     def history(self) -> list[str]:
         from ai_secretary_schema.history import history
 
-        return history(self.script_location)
+        return history(self.histories)
 
     def current(self) -> RevisionState:
         """Where the database stands (it is not changed)."""
@@ -186,7 +209,19 @@ class Migrator:
 
         with self.engine.connect() as connection:
             revisions = current_revisions(connection)
-        return RevisionState(self.where, revisions, self.heads())
+        return self._state(revisions)
+
+    def _state(self, recorded: tuple[str, ...]) -> RevisionState:
+        """Where the database stands, from the revisions its version table records."""
+        from ai_secretary_schema.history import foreign_revisions, managed_current, managed_heads
+
+        unknown = foreign_revisions(recorded, self.histories)
+        return RevisionState(
+            self.where,
+            managed_current(tuple(r for r in recorded if r not in unknown), self.histories),
+            managed_heads(self.histories),
+            unknown,
+        )
 
     def missing_tables(self) -> list[str]:
         """The package's tables the database does not have, in dependency order."""
@@ -221,23 +256,40 @@ class Migrator:
         from ai_secretary_schema.schema_report import build_schema_report
 
         with self.engine.connect() as connection:
-            return build_schema_report(connection, self.script_location, metadata=self.metadata)
+            return build_schema_report(connection, self.histories, metadata=self.metadata)
 
     # -- writing ---------------------------------------------------------------------------
 
     def upgrade(self, revision: str = "head") -> RevisionState:
         """Upgrade to ``revision`` under the migration lock; to head, a database made before
-        migrations is adopted first (:mod:`ai_secretary_schema.adoption`)."""
+        migrations is adopted first (:mod:`ai_secretary_schema.adoption`). With a host history,
+        ``head`` is every history's head (the package's alone when the host is not managed)."""
         state, _adopted = self._upgrade(revision)
         return state
 
     def downgrade(self, revision: str = "-1") -> RevisionState:
-        """Downgrade to ``revision`` (``base`` removes every table) under the migration lock."""
+        """Downgrade to ``revision`` (``base`` removes every table) under the migration lock.
+
+        With a host history a relative ``-N`` steps back the package's history
+        (``ai_secretary_schema@-N``); name the host's as ``app@-1``."""
+        if self.histories.host is not None and revision == "-1":
+            from ai_secretary_schema.history import step_back
+
+            revision = step_back(self.histories, host=False)
+        elif self.histories.host is not None and revision.startswith("-"):
+            revision = f"{PACKAGE_BRANCH}@{revision}"
         return self._run("downgrade", revision)
 
     def stamp(self, revision: str) -> RevisionState:
         """Record ``revision`` in the version table without running migrations, under the lock."""
-        return self._run("stamp", revision)
+        return self._run("stamp", self._target(revision))
+
+    def _target(self, revision: str) -> str:
+        """``head`` as Alembic must hear it when there are two histories."""
+        host = self.histories.host
+        if host is None or revision not in ("head", "heads"):
+            return revision
+        return "heads" if host.managed else f"{PACKAGE_BRANCH}@head"
 
     def _upgrade(self, revision: str) -> tuple[RevisionState, str | None]:
         adopted: list[str] = []
@@ -246,12 +298,12 @@ class Migrator:
         def adopt(connection: Connection) -> None:
             from ai_secretary_schema.adoption import adopt, needs_adoption
 
-            unversioned = needs_adoption(connection)
+            unversioned = needs_adoption(connection, self.histories)
             connection.rollback()
             if unversioned:
-                adopted.append(adopt(connection, self.script_location))
+                adopted.append(adopt(connection, self.histories))
 
-        state = self._run("upgrade", revision, before=adopt if to_head else None)
+        state = self._run("upgrade", self._target(revision), before=adopt if to_head else None)
         return state, adopted[0] if adopted else None
 
     def _run(self, action: str, revision: str, *, before: Any = None) -> RevisionState:
@@ -259,14 +311,21 @@ class Migrator:
         from alembic import command
         from alembic.util import CommandError
 
-        from ai_secretary_schema.history import current_revisions, pending_revisions
+        from ai_secretary_schema.history import (
+            current_revisions,
+            pending_revisions,
+            refuse_foreign,
+        )
 
         engine = self.engine
         secrets = [url_password(engine.url)]
         with migration_lock(engine, self.settings), engine.connect() as connection:
+            start = current_revisions(connection)
+            connection.rollback()
+            refuse_foreign(start, self.histories, self.where)
             if before is not None:
                 before(connection)
-            start = current_revisions(connection)
+                start = current_revisions(connection)
             connection.commit()
             config = self._config(connection=connection)
             try:
@@ -289,7 +348,7 @@ class Migrator:
                         revision=", ".join(reached) or None,
                     ) from None
                 if action == "upgrade":
-                    pending = pending_revisions(revision, reached, self.script_location)
+                    pending = pending_revisions(revision, reached, self.histories)
                     failed = pending[0] if pending else None
                 else:
                     failed = reached[0] if len(reached) == 1 else None
@@ -303,13 +362,13 @@ class Migrator:
                 ) from exc
             after = current_revisions(connection)
             connection.rollback()
-        return RevisionState(self.where, after, self.heads())
+        return self._state(after)
 
     def _config(self, **kwargs: Any) -> Config:
         from ai_secretary_schema.alembic_config import make_alembic_config
 
         return make_alembic_config(
-            self.settings, script_location=self.script_location, progress=self.progress, **kwargs
+            self.settings, script_location=self.histories, progress=self.progress, **kwargs
         )
 
     # -- the startup hook ------------------------------------------------------------------
@@ -331,7 +390,7 @@ class Migrator:
         if mode == "off":
             logger.info("SCHEMA_STARTUP=off: the database schema is not checked")
             return SchemaReport(dialect=self.settings.database.type.value, skipped=True)
-        warm = WarmStart(self.script_location, PACKAGE_TABLES)
+        warm = self._warm_start()
         fast = self._warm_report(warm)
         if fast is not None:
             return fast
@@ -350,6 +409,29 @@ class Migrator:
         )
         raise SchemaValidationError(f"{what}:\n{report.to_text()}", report=report)
 
+    def _compared_host(self) -> HostHistory | None:
+        host = self.histories.host
+        return host if host is not None and host.managed else None
+
+    def _warm_tables(self) -> tuple[str, ...]:
+        """The tables the warm start fingerprints: the package's, and the managed host's."""
+        host = self._compared_host()
+        extra = () if host is None or host.metadata is None else tuple(host.metadata.tables)
+        return PACKAGE_TABLES + tuple(sorted(set(extra) - set(PACKAGE_TABLES)))
+
+    def _warm_start(self) -> WarmStart:
+        host = self._compared_host()
+        if host is None:
+            return WarmStart(self.script_location, self._warm_tables())
+        # The host's models live in its own modules: the key covers their DDL, so a changed
+        # model is a miss even before a revision for it exists.
+        return WarmStart(
+            self.script_location,
+            self._warm_tables(),
+            extra_roots=(host.versions,),
+            extra_key=metadata_digest(host.metadata, self.engine.dialect),
+        )
+
     def _warm_report(self, warm: WarmStart) -> SchemaReport | None:
         if self.metadata is not None:
             return None  # the warm cache remembers comparisons with the package's models only
@@ -367,14 +449,18 @@ class Migrator:
     def _validate_and_remember(self, warm: WarmStart) -> SchemaReport:
         """The full comparison; a database that passes it has its fingerprint remembered,
         provided nothing changed the catalog while it was being compared."""
+        from ai_secretary_schema.history import current_revisions
         from ai_secretary_schema.schema_report import build_schema_report
 
+        tables = self._warm_tables()
         with self.engine.connect() as connection:
-            before = _fingerprint_or_none(connection)
-            report = build_schema_report(connection, self.script_location, metadata=self.metadata)
-            after = _fingerprint_or_none(connection)
+            before = _fingerprint_or_none(connection, tables)
+            report = build_schema_report(connection, self.histories, metadata=self.metadata)
+            recorded = current_revisions(connection)
+            connection.rollback()
+            after = _fingerprint_or_none(connection, tables)
         if report.ok and self.metadata is None and before is not None and before == after:
-            warm.remember(before, report.heads, report.current)
+            warm.remember(before, report.heads, report.current, recorded=recorded)
         return report
 
     # -- the drift check -------------------------------------------------------------------
@@ -388,15 +474,29 @@ class Migrator:
         (its role needs ``CREATEDB``; the URL's own database is never changed) and dropped
         afterwards. More than one head is reported as a difference without migrating.
         """
-        found = self.heads()
+        from ai_secretary_schema.history import branch_heads
+
         findings = self.lint().findings
-        if len(found) != 1:
+        diverged = [
+            (name, found)
+            for name, found, most in (
+                (
+                    "the" if self.histories.host is None else "the package's",
+                    branch_heads(self.histories, host=False),
+                    1,
+                ),
+                ("the application's", branch_heads(self.histories, host=True), 0),
+            )
+            if len(found) != 1 and not (most == 0 and not found)
+        ]
+        if diverged:
             return SchemaReport(
                 dialect="none",
-                heads=found,
-                diffs=(
-                    f"multiple_heads: the migration history has {len(found)} heads "
-                    f"({', '.join(found) or 'none'}); merge them with `alembic merge heads`",
+                heads=self.heads(),
+                diffs=tuple(
+                    f"multiple_heads: {name} migration history has {len(found)} heads "
+                    f"({', '.join(found) or 'none'}); merge them with `alembic merge heads`"
+                    for name, found in diverged
                 ),
                 lint=findings,
             )
@@ -404,7 +504,7 @@ class Migrator:
             scratch = Migrator(
                 self.settings,
                 engine,
-                script_location=self.script_location,
+                script_location=self.histories,
                 metadata=self.metadata,
             )
             scratch.upgrade()
@@ -442,9 +542,9 @@ class Migrator:
                 admin.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def _fingerprint_or_none(connection: Connection) -> str | None:
+def _fingerprint_or_none(connection: Connection, tables: tuple[str, ...]) -> str | None:
     try:
-        return catalog_fingerprint(connection, PACKAGE_TABLES)
+        return catalog_fingerprint(connection, tables)
     except (DBAPIError, NotImplementedError):
         connection.rollback()
         return None
@@ -534,13 +634,17 @@ def check(
     *,
     script_location: ScriptLocation = None,
     metadata: MetaData | None = None,
+    host: HostHistory | None = None,
 ) -> SchemaReport:
     """Upgrade a scratch database to head and compare it with the models (the CI drift check).
 
     Without ``url`` the scratch database is a temporary SQLite file (no server needed, and
     ``DATABASE_URL`` is not read); with a PostgreSQL ``url``, a scratch database on that server
-    (see :meth:`Migrator.check`). ``metadata`` replaces the models. ``ok`` says whether they agree.
+    (see :meth:`Migrator.check`). ``metadata`` replaces the models; ``host`` adds the host
+    application's history (and models). ``ok`` says whether they agree.
     """
     settings = SchemaSettings.resolve(database_url=url if url is not None else "sqlite://")
-    with Migrator(settings, script_location=script_location, metadata=metadata) as migrator:
+    with Migrator(
+        settings, script_location=script_location, metadata=metadata, host=host
+    ) as migrator:
         return migrator.check()

@@ -14,13 +14,13 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from sqlalchemy import Connection, MetaData
 
 if TYPE_CHECKING:
+    from ai_secretary_schema.history import HostHistory, ScriptLocation
     from ai_secretary_schema.lint import Finding
 
 
@@ -68,6 +68,14 @@ class SchemaReport:
     #: Set by ``check``: what the lint found in the revisions (:mod:`ai_secretary_schema.lint`);
     #: a finding of severity ``error`` makes the report not ``ok``.
     lint: tuple[Finding, ...] = ()
+    #: How many histories the heads belong to: 2 with the host application's beside the
+    #: package's. More heads than histories means one has diverged.
+    histories: int = 1
+
+    @property
+    def diverged(self) -> bool:
+        """A history has more than one head (they must be merged)."""
+        return len(self.heads) > self.histories
 
     @property
     def at_head(self) -> bool:
@@ -89,7 +97,7 @@ class SchemaReport:
         """At head, no difference, no failing lint finding: what the startup hook and ``check``
         require (always true if skipped)."""
         return self.skipped or (
-            self.at_head and self.matches_models and len(self.heads) == 1 and not self.lint_errors
+            self.at_head and self.matches_models and not self.diverged and not self.lint_errors
         )
 
     def differences(self) -> list[str]:
@@ -108,7 +116,7 @@ class SchemaReport:
     def status(self) -> str:
         if self.skipped:
             return "not checked (SCHEMA_STARTUP=off)"
-        if len(self.heads) > 1:
+        if self.diverged:
             where = f"{len(self.heads)} heads ({', '.join(self.heads)}): merge them"
         elif self.at_head:
             where = "at head"
@@ -129,7 +137,7 @@ class SchemaReport:
         """
         if self.ok:
             return None
-        if len(self.heads) > 1:
+        if self.diverged:
             return (
                 f"the migration history has {len(self.heads)} heads: merge them with "
                 "`alembic merge heads -m merge`, then upgrade"
@@ -155,7 +163,8 @@ class SchemaReport:
             "the database is at head but differs from the models: a model changed without a "
             "migration, or the database was changed by hand. See every difference with "
             "`ai-secretary-schema validate`; if the models are right, write a revision "
-            '(`alembic revision --autogenerate -m "..."`, review it, then upgrade); if the '
+            '(`flask db migrate -m "..."` for your own tables, `alembic revision '
+            '--autogenerate -m "..."` for the package\'s; review it, then upgrade); if the '
             "database was changed by hand, undo that change"
         )
 
@@ -248,15 +257,16 @@ def _diff_text(diff: tuple[Any, ...], connection: Connection) -> str:
 
 
 def compare_with_models(
-    connection: Connection, metadata: MetaData | None = None
+    connection: Connection, metadata: MetaData | None = None, host: HostHistory | None = None
 ) -> list[tuple[Any, ...]]:
-    """Alembic's raw differences between the database and ``metadata`` (default: the models)."""
+    """Alembic's raw differences between the database and ``metadata`` (default: the models,
+    and the ``host`` application's when it has them)."""
     from alembic.autogenerate import compare_metadata
     from alembic.runtime.migration import MigrationContext
 
     from ai_secretary_schema.migration_env import online_options
 
-    options = online_options(connection)
+    options = online_options(connection, host=host)
     if metadata is not None:
         tables = metadata.tables
 
@@ -264,11 +274,16 @@ def compare_with_models(
             return name in tables if type_ == "table" else True
 
         options.update(target_metadata=metadata, include_name=include_name)
-    target: MetaData = options["target_metadata"]
+    target: MetaData | list[MetaData] = options["target_metadata"]
     context = MigrationContext.configure(connection, opts=options)
-    diffs = _flatten(compare_metadata(context, target))
+    diffs = _flatten(compare_metadata(context, target))  # type: ignore[arg-type]
     if connection.dialect.name == "sqlite":
-        diffs = [diff for diff in diffs if not _sqlite_rowid_nullable(diff, target)]
+        targets = target if isinstance(target, list) else [target]
+        diffs = [
+            diff
+            for diff in diffs
+            if not any(_sqlite_rowid_nullable(diff, each) for each in targets)
+        ]
     return diffs
 
 
@@ -293,20 +308,32 @@ def _sqlite_rowid_nullable(diff: tuple[Any, ...], metadata: MetaData) -> bool:
 
 def build_schema_report(
     connection: Connection,
-    script_location: str | Path | None = None,
+    script_location: ScriptLocation = None,
     *,
     metadata: MetaData | None = None,
 ) -> SchemaReport:
     """Compare the database behind ``connection`` with the models; read-only.
 
     ``script_location`` is the Alembic script directory whose head(s) the database's revision is
-    compared with (default: the package's migrations); ``metadata`` replaces the models (tests,
-    or an application that extends them).
+    compared with (default: the package's migrations); with the host application's history
+    (:class:`~ai_secretary_schema.history.Histories`) its heads and models count too, unless the
+    host migrates its own. ``metadata`` replaces the models (tests, or an application that
+    extends them).
     """
-    from ai_secretary_schema.history import current_revisions, heads
+    from ai_secretary_schema.history import (
+        current_revisions,
+        histories,
+        history_count,
+        managed_current,
+        managed_heads,
+    )
 
-    raw = compare_with_models(connection, metadata)
-    current = current_revisions(connection)
+    found = histories(script_location)
+    host = found.host
+    raw = compare_with_models(
+        connection, metadata, host if host is not None and host.managed else None
+    )
+    current = managed_current(current_revisions(connection), script_location)
     if connection.in_transaction():
         connection.rollback()
 
@@ -346,7 +373,8 @@ def build_schema_report(
     return SchemaReport(
         dialect=connection.dialect.name,
         current=current,
-        heads=heads(script_location),
+        heads=managed_heads(script_location),
+        histories=1 if host is None or not host.managed else history_count(found),
         missing_tables=tuple(missing_tables),
         missing_columns=tuple(missing_columns),
         unexpected_columns=tuple(unexpected_columns),

@@ -39,6 +39,8 @@ DEFAULT_DATABASE_URL = "sqlite:///ai_secretary.db"
 
 StartupMode = Literal["upgrade", "validate", "off"]
 STARTUP_MODES: tuple[StartupMode, ...] = ("upgrade", "validate", "off")
+HostMigrationsMode = Literal["startup", "release"]
+HOST_MIGRATIONS_MODES: tuple[HostMigrationsMode, ...] = ("startup", "release")
 
 _T = TypeVar("_T")
 _TRUE = frozenset({"1", "true", "yes", "on"})
@@ -77,14 +79,20 @@ def _as_number(kind: Callable[[str], _T], minimum: float) -> Callable[[str, obje
     return convert
 
 
-def _as_startup_mode(key: str, value: object) -> StartupMode:
-    mode = str(value).strip().lower()
-    if mode not in STARTUP_MODES:
-        raise DatabaseConfigError(
-            f"{key}={value!r} is not a startup mode; use one of "
-            f"{', '.join(STARTUP_MODES)} (for example {key}=upgrade)."
-        )
-    return mode
+def _as_choice(what: str, choices: tuple[str, ...]) -> Converter:
+    def convert(key: str, value: object) -> str:
+        mode = str(value).strip().lower()
+        if mode not in choices:
+            raise DatabaseConfigError(
+                f"{key}={value!r} is not {what}; use one of "
+                f"{', '.join(choices)} (for example {key}={choices[0]})."
+            )
+        return mode
+
+    return convert
+
+
+_as_startup_mode = _as_choice("a startup mode", STARTUP_MODES)
 
 
 def _as_optional_text(key: str, value: object) -> str | None:
@@ -144,6 +152,13 @@ class SchemaSettings:
         "upgrade",
         _as_startup_mode,
         "what the startup hook does: `upgrade`, `validate` or `off`",
+    )
+    schema_host_migrations: HostMigrationsMode = _setting(
+        "startup",
+        _as_choice("a host migrations mode", HOST_MIGRATIONS_MODES),
+        "with the application's own migrations beside the package's (`directory=`): "
+        "`startup` (the startup hook upgrades, or validates, both histories) or `release` "
+        "(the application migrates its own in a release step; the hook leaves them alone)",
     )
     schema_lock_timeout: float = _setting(
         300.0, _as_number(float, 0), "seconds to wait for another process's migration lock"

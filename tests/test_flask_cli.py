@@ -96,8 +96,12 @@ def exercise_every_command(env: dict[str, str]) -> None:
     assert ok(run_flask("db", "current", env=env)).split() == ["0002", "(head)"]
     history = ok(run_flask("db", "history", env=env))
     assert "<base> -> 0001" in history
-    assert "0001 -> 0002 (head)" in history
-    assert ok(run_flask("db", "heads", env=env)).split() == ["0002", "(head)"]
+    assert "0001 -> 0002 (ai_secretary_schema) (head)" in history
+    assert ok(run_flask("db", "heads", env=env)).split() == [
+        "0002",
+        "(ai_secretary_schema)",
+        "(head)",
+    ]
     ok(run_flask("db", "downgrade", "base", env=env))
     assert ok(run_flask("db", "current", env=env)).strip() == ""
     behind = run_flask("db", "check", env=env)

@@ -125,6 +125,10 @@ ERROR_CASES: list[tuple[str, Callable[[], object], type[Exception], str]] = [
      DatabaseConfigError, "DATABASE_STRICT='maybe' is not a boolean"),
     ("not a startup mode", lambda: SchemaSettings.resolve(environ={"SCHEMA_STARTUP": "migrate"}),
      DatabaseConfigError, "SCHEMA_STARTUP='migrate' is not a startup mode"),
+    ("not a host migrations mode",
+     lambda: SchemaSettings.resolve(environ={"SCHEMA_HOST_MIGRATIONS": "later"}),
+     DatabaseConfigError,
+     "SCHEMA_HOST_MIGRATIONS='later' is not a host migrations mode; use one of startup, release"),
 ]  # fmt: skip
 
 

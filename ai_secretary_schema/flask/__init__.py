@@ -16,8 +16,19 @@ every key, its default and meaning are listed there and in the README ("Configur
 are resolved once per application: an argument wins, then ``app.config[KEY]``, then the
 environment variable ``KEY``, then the default. An unknown name is a :class:`TypeError` naming
 the valid ones. ``health_path`` (default ``/health``; ``None``: no endpoint),
-``migrate_command`` (default ``db``; ``None``: no Flask-Migrate) and ``db`` (a Flask-SQLAlchemy
-instance to share an engine with) belong to the extension only.
+``migrate_command`` (default ``db``; ``None``: no Flask-Migrate), ``db`` (a Flask-SQLAlchemy
+instance to share an engine with) and ``directory`` (the application's own migrations) belong to
+the extension only.
+
+**The application's own migrations.** With ``directory=`` (Flask-Migrate's argument:
+``SchemaExtension(app, db=db, directory="migrations")`` or ``schema.init_app(app, db=db,
+directory=…)``) the application's revisions (``directory/versions``) and the package's are two
+branches of one history in one ``alembic_version``
+(:class:`~ai_secretary_schema.history.HostHistory`): one ``flask db`` covers both
+(:mod:`ai_secretary_schema.flask.migrate`), and the startup hook, the lock, the checks and the
+warm start cover both, comparing the database with ``db``'s models as well as the package's.
+``SCHEMA_HOST_MIGRATIONS=release`` leaves the application's history and tables to a release
+step of its own: the hook then upgrades and checks the package's alone.
 
 **One engine per application.** :meth:`SchemaExtension.init_app` connects once, through
 :class:`~ai_secretary_schema.connection.SmartConnectionManager`, and everything of that
@@ -123,6 +134,7 @@ from ai_secretary_schema.flask.health import (
     create_health_blueprint,
     probe_connection,
 )
+from ai_secretary_schema.history import Histories, HostHistory, migrations_directory
 from ai_secretary_schema.migrator import Migrator
 from ai_secretary_schema.rate_limit import RateLimitingFilter
 from ai_secretary_schema.redaction import redact_url
@@ -287,6 +299,8 @@ class SchemaExtensionState:
     health: ServiceHealthManager
     #: The Flask-SQLAlchemy instance whose engine and session are shared, if any.
     db: SQLAlchemy | None = None
+    #: The application's own migration history beside the package's (``directory=``), if any.
+    host: HostHistory | None = None
     migrate: Migrate | None = None
     #: The report of this application's startup hook (``None``: off, deferred or not run yet).
     startup_report: SchemaReport | None = None
@@ -331,14 +345,19 @@ class SchemaExtensionState:
         """False when the engine is Flask-SQLAlchemy's (``db`` disposes of it, not us)."""
         return self.db is None
 
+    @property
+    def histories(self) -> Histories:
+        """The package's history and the application's, if it has one."""
+        return Histories(migrations_directory(), self.host)
+
     def revisions(self) -> tuple[tuple[str, ...], frozenset[str]]:
-        """The head revision(s) and every revision id of the package's migrations (cached:
-        the scripts of a running process do not change)."""
+        """The head revision(s) the database must be at and every revision id of the
+        histories (cached: the scripts of a running process do not change)."""
         if self._revisions is None:
             _import_alembic_quietly()
-            from ai_secretary_schema.history import heads, revisions
+            from ai_secretary_schema.history import managed_heads, revisions
 
-            self._revisions = (heads(), revisions())
+            self._revisions = (managed_heads(self.histories), revisions(self.histories))
         return self._revisions
 
 
@@ -360,6 +379,7 @@ class SchemaExtension:
         health_path: str | None = "/health",
         migrate_command: str | None = "db",
         db: SQLAlchemy | None = None,
+        directory: str | os.PathLike[str] | None = None,
         **settings: Any,
     ) -> None:
         # Unknown names raise TypeError listing the valid ones; bad values DatabaseConfigError.
@@ -368,17 +388,25 @@ class SchemaExtension:
         self.health_path = health_path
         self.migrate_command = migrate_command
         self.db = db
+        self.directory = directory
         self._apps: list[weakref.ref[Flask]] = []
         if app is not None:
             self.init_app(app)
 
     # -- registration ------------------------------------------------------------------------
 
-    def init_app(self, app: Flask, db: SQLAlchemy | None = None) -> None:
+    def init_app(
+        self,
+        app: Flask,
+        db: SQLAlchemy | None = None,
+        directory: str | os.PathLike[str] | None = None,
+    ) -> None:
         """Set everything up on ``app``; raises if the startup hook fails (see module doc).
 
         ``db``: a Flask-SQLAlchemy instance to share the engine and session with (default: the
-        one given to the constructor).
+        one given to the constructor). ``directory``: the application's own migrations
+        directory, beside the package's (default: the constructor's; relative to the working
+        directory, as Flask-Migrate takes it).
         """
         if EXTENSION_KEY in app.extensions:
             raise ExtensionAlreadyRegisteredError(
@@ -388,6 +416,7 @@ class SchemaExtension:
                 f"app.extensions[{EXTENSION_KEY!r}]."
             )
         db = db if db is not None else self.db
+        directory = directory if directory is not None else self.directory
         settings = SchemaSettings.resolve(app.config, os.environ, **self._settings)
         if db is not None:
             settings = _adopt_flask_sqlalchemy_database(app, db, settings)
@@ -429,6 +458,7 @@ class SchemaExtension:
             cache=cache,
             health=health,
             db=db,
+            host=_host_history(directory, db, settings),
         )
         install_log_filter()
         if connection.engine is None:
@@ -503,7 +533,7 @@ class SchemaExtension:
             if state.startup_report is not None:
                 return state.startup_report
             # The application's own engine: the migrator neither reconnects nor disposes it.
-            migrator = Migrator(state.settings, engine=state.engine)
+            migrator = Migrator(state.settings, engine=state.engine, host=state.host)
             report = migrator.run_startup(state.settings.schema_startup)
             state.startup_report = report
             state.startup_pending = False
@@ -618,11 +648,13 @@ class SchemaExtension:
     def _check_schema(self, state: SchemaExtensionState) -> CheckResult:
         """At head / behind / drifted: the live revision against the head, plus the drift the
         startup hook's report found (a structural comparison is too slow for every check)."""
-        from ai_secretary_schema.history import current_revisions
+        from ai_secretary_schema.history import current_revisions, managed_current
 
         heads, known = state.revisions()
         with probe_connection(state.engine, state.settings.health_check_timeout) as connection:
             current = current_revisions(connection)
+        if state.host is not None and not state.host.managed:
+            current = managed_current(current, state.histories)
         if set(current) != set(heads):
             where = ", ".join(current) or "base (no revision applied)"
             if not set(current) <= known:
@@ -644,6 +676,18 @@ class SchemaExtension:
                 + "; ".join(found[:5]),
             )
         return CheckResult(HealthStatus.HEALTHY)
+
+
+def _host_history(
+    directory: str | os.PathLike[str] | None, db: SQLAlchemy | None, settings: SchemaSettings
+) -> HostHistory | None:
+    if directory is None:
+        return None
+    return HostHistory(
+        Path(directory).resolve(),
+        metadata=None if db is None else db.metadata,
+        managed=settings.schema_host_migrations == "startup",
+    )
 
 
 # -- Flask-SQLAlchemy ----------------------------------------------------------------------------

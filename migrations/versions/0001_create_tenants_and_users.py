@@ -18,7 +18,9 @@ from alembic import op
 
 revision: str = "0001"
 down_revision: str | Sequence[str] | None = None
-branch_labels: str | Sequence[str] | None = None
+# The package's history is a labelled branch, so that a host application's history can sit
+# beside it in one version table (``ai_secretary_schema@head``).
+branch_labels: str | Sequence[str] | None = ("ai_secretary_schema",)
 depends_on: str | Sequence[str] | None = None
 
 
