@@ -109,7 +109,15 @@ def _host(args: argparse.Namespace) -> HostHistory | None:
             f"--directory {directory}: no versions/ directory there; it names the "
             "application's migrations directory (the one `flask db init` made)"
         )
-    return HostHistory(directory.resolve())
+    metadata = None
+    ini = directory / "alembic.ini"
+    if ini.is_file():
+        from alembic.config import Config
+
+        from ai_secretary_schema.migration_env import ini_host_metadata
+
+        metadata = ini_host_metadata(Config(str(ini)))
+    return HostHistory(directory.resolve(), metadata)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -127,8 +135,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--directory",
         metavar="DIR",
         help="the application's own migrations directory (its revisions in DIR/versions), "
-        "migrated beside the package's in one version table; its tables are not compared "
-        "(the command line does not know the application's models: use `flask db check`)",
+        "migrated beside the package's in one version table; its tables are compared too "
+        "when DIR/alembic.ini names its models (ai_secretary_schema.host_metadata = "
+        "module:attribute)",
     )
     as_json = argparse.ArgumentParser(add_help=False)
     as_json.add_argument("--json", action="store_true", help="print the report as JSON")

@@ -194,16 +194,20 @@ def managed_current(current: tuple[str, ...], script_location: ScriptLocation) -
             for name, revision in reached.items()
             if revision is not None and not is_host_revision(revision, found)
         }
+    # Below a revision are its ancestors in its own history (down_revision), not the
+    # revisions of the other history it depends on: those are that history's own tops.
     below: set[str] = set()
     for revision in reached.values():
         if revision is not None:
-            below.update(requirements(script, _as_tuple(revision.down_revision)))
+            below.update(requirements(script, _as_tuple(revision.down_revision), follow=False))
     return tuple(sorted(set(reached) - below))
 
 
-def requirements(script: ScriptDirectory, tops: Iterable[str]) -> set[str]:
-    """Every revision ``tops`` stand on, themselves included: their ancestors and
-    dependencies, transitively."""
+def requirements(
+    script: ScriptDirectory, tops: Iterable[str], *, follow: bool = True
+) -> set[str]:
+    """Every revision ``tops`` stand on, themselves included: their ancestors and (``follow``)
+    their dependencies, transitively."""
     seen: set[str] = set()
     todo = list(tops)
     while todo:
@@ -211,7 +215,8 @@ def requirements(script: ScriptDirectory, tops: Iterable[str]) -> set[str]:
         if found is None or found.revision in seen:
             continue
         seen.add(found.revision)
-        for name in [*_as_tuple(found.down_revision), *_as_tuple(found.dependencies)]:
+        dependencies = _as_tuple(found.dependencies) if follow else ()
+        for name in [*_as_tuple(found.down_revision), *dependencies]:
             todo.extend(each.revision for each in script.get_revisions(name) if each is not None)
     return seen
 

@@ -130,7 +130,7 @@ def scripts_of(config: Config) -> Histories:
             for entry in config.get_version_locations_list() or []
         }
         if location != package and package / "versions" in listed:
-            host = HostHistory(location, _ini_metadata(config))
+            host = HostHistory(location, ini_host_metadata(config))
         elif location != package:
             package = location
     found = Histories(package, host)
@@ -138,11 +138,16 @@ def scripts_of(config: Config) -> Histories:
     return found
 
 
-def _ini_metadata(config: Config) -> MetaData | None:
+def ini_host_metadata(config: Config) -> MetaData | None:
+    """The application's models named in its alembic.ini (``ai_secretary_schema.host_metadata
+    = module:attribute``), imported with the working directory on the path, as ``alembic``
+    does with ``prepend_sys_path = .``; ``None`` when the option is not set."""
     spec = config.get_main_option(HOST_METADATA_OPTION)
     if not spec:
         return None
     module_name, _, attribute = spec.partition(":")
+    if "" not in sys.path and str(Path.cwd()) not in sys.path:
+        sys.path.insert(0, str(Path.cwd()))
     try:
         found: Any = importlib.import_module(module_name.strip())
         for part in attribute.strip().split("."):

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from helpers.db import table_names
+from helpers.db import execute, table_names
 from sqlalchemy.pool import NullPool
 
 from ai_secretary_schema import migrator
@@ -34,16 +34,6 @@ UNREACHABLE = "postgresql+psycopg2://someone:s3cret-pw@127.0.0.1:1/nowhere"
 def manager(db_url: str) -> MigrationManager:
     with MigrationManager(url=db_url) as manager:
         yield manager
-
-
-def execute(url: str, *statements: str) -> None:
-    engine = sa.create_engine(url, poolclass=NullPool)
-    try:
-        with engine.begin() as connection:
-            for statement in statements:
-                connection.exec_driver_sql(statement)
-    finally:
-        engine.dispose()
 
 
 def test_upgrade_mode_migrates_a_fresh_database_to_head(

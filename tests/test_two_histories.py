@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from helpers.db import table_names, versions
+from helpers.db import execute, table_names, versions
 from sqlalchemy.pool import NullPool
 
 from ai_secretary_schema.errors import MigrationError, SchemaValidationError
@@ -101,16 +101,6 @@ def migrator(url: str, host: HostHistory | None) -> Migrator:
     return Migrator(SchemaSettings.resolve(database_url=url), host=host)
 
 
-def run_sql(url: str, *statements: str) -> None:
-    engine = sa.create_engine(url, poolclass=NullPool)
-    try:
-        with engine.begin() as connection:
-            for statement in statements:
-                connection.exec_driver_sql(statement)
-    finally:
-        engine.dispose()
-
-
 def test_upgrade_to_head_brings_both_histories_to_their_heads(
     db_url: str, host: HostHistory
 ) -> None:
@@ -124,7 +114,7 @@ def test_a_host_table_with_a_foreign_key_to_users_works_after_the_upgrade(
 ) -> None:
     with migrator(db_url, host) as both:
         both.upgrade()
-    run_sql(
+    execute(
         db_url,
         "INSERT INTO tenants (name, slug) VALUES ('Acme', 'acme')",
         "INSERT INTO users (tenant_id, email, password_hash) VALUES (1, 'a@acme.test', 'x')",
@@ -199,7 +189,7 @@ def test_release_mode_accepts_a_database_the_host_has_migrated_since(
 
 
 def test_a_revision_of_an_unknown_history_is_refused_and_nothing_changes(db_url: str) -> None:
-    run_sql(
+    execute(
         db_url,
         "CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL PRIMARY KEY)",
         "INSERT INTO alembic_version (version_num) VALUES ('cb5091c87432')",
@@ -214,7 +204,7 @@ def test_a_revision_of_an_unknown_history_is_refused_and_nothing_changes(db_url:
 def test_alembic_from_the_host_directory_refuses_an_unknown_revision(
     sqlite_url: str, host_dir: Path
 ) -> None:
-    run_sql(
+    execute(
         sqlite_url,
         "CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL PRIMARY KEY)",
         "INSERT INTO alembic_version (version_num) VALUES ('cb5091c87432')",
@@ -284,6 +274,21 @@ def test_current_tells_where_each_history_stands_when_one_is_recorded_through_th
     assert managed_current((NOTES,), both) == tuple(sorted((PACKAGE_HEAD, NOTES)))
 
 
+def test_a_second_host_revision_keeps_the_package_head_among_the_current_ones(
+    host_dir: Path,
+) -> None:
+    second = (host_dir / "versions" / "h001_notes.py").read_text()
+    (host_dir / "versions" / "h002_more.py").write_text(
+        second.replace('revision = "h001"', 'revision = "h002"')
+        .replace("down_revision = None", 'down_revision = "h001"')
+        .replace('branch_labels = ("app",)', "branch_labels = None")
+        .replace(f'depends_on = "{PACKAGE_HEAD}"', "depends_on = None")
+    )
+    location = histories(None)
+    both = type(location)(location.package, HostHistory(host_dir))
+    assert managed_current(("h002",), both) == tuple(sorted((PACKAGE_HEAD, "h002")))
+
+
 def test_downgrade_steps_back_in_the_host_history_by_default_in_flask_db(host_dir: Path) -> None:
     location = histories(None)
     both = type(location)(location.package, HostHistory(host_dir))
@@ -337,7 +342,7 @@ def test_the_host_directory_runs_the_package_env(host_dir: Path) -> None:
 def test_the_cli_says_what_to_do_about_the_host_history(
     sqlite_url: str, tmp_path: Path, args: list[str], expected: str
 ) -> None:
-    run_sql(
+    execute(
         sqlite_url,
         "CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL PRIMARY KEY)",
         "INSERT INTO alembic_version (version_num) VALUES ('cb5091c87432')",
@@ -366,3 +371,73 @@ def test_the_cli_migrates_both_histories_with_directory(sqlite_url: str, host_di
     )
     assert result.returncode == 0, result.stderr
     assert "notes" in table_names(sqlite_url)
+
+
+@pytest.mark.parametrize("mode", ["startup", "release"])
+def test_the_schema_health_check_is_healthy_with_both_histories_at_head(
+    db_url: str, host_dir: Path, mode: str
+) -> None:
+    from flask import Flask
+    from flask_sqlalchemy import SQLAlchemy
+
+    from ai_secretary_schema.flask import SchemaExtension
+
+    with migrator(db_url, HostHistory(host_dir)) as both:
+        both.upgrade()
+    app = Flask(__name__)
+    app.config.update(DATABASE_URL=db_url, SCHEMA_HOST_MIGRATIONS=mode)
+    schema = SchemaExtension(
+        app, db=SQLAlchemy(metadata=notes_metadata()), directory=host_dir, health_path=None
+    )
+    try:
+        result = schema.state(app).health.check("schema")
+    finally:
+        schema.close(app)
+    assert (result.status.value, result.error_message) == ("healthy", None)
+
+
+HOST_MODELS = """
+import sqlalchemy as sa
+
+from ai_secretary_schema.models import User
+
+metadata = sa.MetaData()
+sa.Table(
+    "notes",
+    metadata,
+    sa.Column("id", sa.Integer(), primary_key=True),
+    sa.Column("user_id", sa.Integer(), sa.ForeignKey(User.id), nullable=False),
+    sa.Column("body", sa.Text(), nullable=False),{extra}
+)
+"""
+
+
+@pytest.mark.parametrize(
+    ("extra", "status", "difference"),
+    [
+        ("", 0, None),
+        ('\n    sa.Column("pinned", sa.Boolean()),', 1, "missing column notes.pinned"),
+    ],
+    ids=["models-match", "model-without-revision"],
+)
+def test_the_cli_check_compares_the_models_alembic_ini_names(
+    tmp_path: Path, host_dir: Path, extra: str, status: int, difference: str | None
+) -> None:
+    (tmp_path / "hostmodels.py").write_text(HOST_MODELS.format(extra=extra))
+    ini = host_dir / "alembic.ini"
+    ini.write_text(
+        ini.read_text().replace(
+            "# ai_secretary_schema.host_metadata = myapp.models:db.metadata",
+            "ai_secretary_schema.host_metadata = hostmodels:metadata",
+        )
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "ai_secretary_schema", "check", "--directory", str(host_dir)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == status, result.stdout + result.stderr
+    assert difference is None or difference in result.stdout

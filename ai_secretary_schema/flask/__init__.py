@@ -653,7 +653,8 @@ class SchemaExtension:
         heads, known = state.revisions()
         with probe_connection(state.engine, state.settings.health_check_timeout) as connection:
             current = current_revisions(connection)
-        if state.host is not None and not state.host.managed:
+        if state.host is not None:
+            # A package revision a host revision depends on is recorded only through it.
             current = managed_current(current, state.histories)
         if set(current) != set(heads):
             where = ", ".join(current) or "base (no revision applied)"

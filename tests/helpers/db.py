@@ -45,6 +45,17 @@ ID_COLUMN = {
 }
 
 
+def execute(url: str, *statements: str) -> None:
+    """Run ``statements`` on the database at ``url``, in one transaction."""
+    engine = sa.create_engine(url, poolclass=NullPool)
+    try:
+        with engine.begin() as connection:
+            for statement in statements:
+                connection.exec_driver_sql(statement)
+    finally:
+        engine.dispose()
+
+
 def table_names(url: str) -> set[str]:
     """The tables of the database at ``url``."""
     engine = sa.create_engine(url, poolclass=NullPool)
