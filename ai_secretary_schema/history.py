@@ -203,9 +203,7 @@ def managed_current(current: tuple[str, ...], script_location: ScriptLocation) -
     return tuple(sorted(set(reached) - below))
 
 
-def requirements(
-    script: ScriptDirectory, tops: Iterable[str], *, follow: bool = True
-) -> set[str]:
+def requirements(script: ScriptDirectory, tops: Iterable[str], *, follow: bool = True) -> set[str]:
     """Every revision ``tops`` stand on, themselves included: their ancestors and (``follow``)
     their dependencies, transitively."""
     seen: set[str] = set()
