@@ -165,9 +165,8 @@ if TYPE_CHECKING:
     from ai_secretary_schema.errors import (
         AdoptionError,
         AppRoleError,
-        CrossTenantWriteError,
-        TenantRequiredError,
         ConnectionErrorKind,
+        CrossTenantWriteError,
         DatabaseConfigError,
         DatabaseConnectionError,
         DriverMissingError,
@@ -180,6 +179,7 @@ if TYPE_CHECKING:
         SchemaDriftError,
         SchemaError,
         SchemaValidationError,
+        TenantRequiredError,
         UnsafeServerError,
     )
     from ai_secretary_schema.flask import SchemaExtension
