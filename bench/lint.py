@@ -67,7 +67,8 @@ def downgrade():
 {downgrade}
 '''
 
-#: (module-level lines, upgrade body, downgrade body), in turn from the first after the shipped ones; {n} is the
+#: (module-level lines, upgrade body, downgrade body), in turn from the first revision after the
+#: shipped ones; {n} is the
 #: revision's number. Each runs on SQLite too (batch mode, PostgreSQL-only SQL guarded).
 KINDS: tuple[tuple[str, str, str], ...] = (
     (
