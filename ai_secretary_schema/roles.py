@@ -8,7 +8,8 @@ grants it the least it needs on the package's tables: ``CONNECT`` on the databas
 on the schema, ``SELECT, INSERT, UPDATE, DELETE`` on the tables, ``USAGE`` on their sequences,
 and ``SELECT`` on ``alembic_version`` (the schema health check reads the revision). It is
 idempotent: run it again after an upgrade that adds a table. A role that exists and could
-bypass row-level security, or owns one of the tables, is refused rather than used.
+bypass row-level security, or owns one of the tables, is refused rather than used. Run it as a
+superuser, or as the tables' owner with ``CREATEROLE``.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 from sqlalchemy import Connection, Engine
+from sqlalchemy.exc import DBAPIError
 
 from ai_secretary_schema.errors import AppRoleError
 
@@ -68,7 +70,8 @@ def grant_app_role(
     password: str | None = None,
 ) -> AppRoleGrant:
     """Create (if missing) and grant the application role ``name`` on ``tables`` (those that
-    exist in the current schema), in one transaction, connected as the owner or a superuser.
+    exist in the current schema), in one transaction, connected as a superuser or as the tables'
+    owner with ``CREATEROLE``.
 
     Raises :class:`AppRoleError` for a name that is not a plain lower-case identifier, on a
     dialect other than PostgreSQL, or when the role exists but is a superuser, has
@@ -86,6 +89,19 @@ def grant_app_role(
             "(there the ORM's tenant criterion is the isolation): pass a PostgreSQL --url",
             role=name,
         )
+    try:
+        return _grant(engine, name, tables, password)
+    except DBAPIError as exc:
+        # The statement may carry the password: only the server's first line is shown.
+        reason = str(exc.orig).strip().splitlines()[0] if str(exc.orig).strip() else "?"
+        raise AppRoleError(
+            f"cannot create or grant role {name}: {reason}. Run grant-app-role as a superuser, "
+            "or as the tables' owner with CREATEROLE",
+            role=name,
+        ) from None
+
+
+def _grant(engine: Engine, name: str, tables: Sequence[str], password: str | None) -> AppRoleGrant:
     with engine.begin() as connection:
         role = connection.execute(
             sa.text("SELECT rolsuper, rolbypassrls FROM pg_catalog.pg_roles WHERE rolname = :name"),

@@ -440,11 +440,10 @@ def policy_differences(connection: Connection, metadata: MetaData | None = None)
         if table is None:
             continue
         if not table.relrowsecurity:
-            lines.append(f"{name}: row-level security is not enabled (tenant-scoped table)")
+            lines.append(f"{name}: not enabled on this tenant-scoped table")
         if not table.relforcerowsecurity:
             lines.append(
-                f"{name}: row-level security is not forced, so its owner bypasses it "
-                "(tenant-scoped table)"
+                f"{name}: not forced on this tenant-scoped table, so its owner bypasses it"
             )
         actual = policies.get(name, {})
         for policy, expected in _expected(table.owner).items():

@@ -246,7 +246,7 @@ def tenant_db(postgresql_server: NoopExecutor) -> Iterator[TenantDatabase]:
             users_per_tenant=5,
         )
         upgrade(database.owner_url)
-        assert main(["grant-app-role", app_role, "--url", database.owner_url]) == 0
+        assert main(["grant-app-role", app_role, "--url", database.superuser_url]) == 0
         seed = sa.create_engine(database.owner_url, poolclass=NullPool)
         with seed.begin() as connection:
             set_tenant(connection, None, cross=True)
