@@ -22,8 +22,21 @@ _EXPORTS: dict[str, str] = {
     "PerformanceAlert": "models",
     "Tenant": "models",
     "User": "models",
+    # tenant isolation
+    "TenantScoped": "tenancy",
+    "cross_tenant": "tenancy",
+    "current_tenant": "tenancy",
+    "set_tenant": "tenancy",
+    "tenant_isolation_sql": "tenancy",
+    "tenant_scope": "tenancy",
+    "tenant_scoped_tables": "tenancy",
+    "policy_differences": "tenancy",
+    "grant_app_role": "roles",
     # errors
     "AdoptionError": "errors",
+    "AppRoleError": "errors",
+    "CrossTenantWriteError": "errors",
+    "TenantRequiredError": "errors",
     "ConnectionErrorKind": "errors",
     "DatabaseConfigError": "errors",
     "DatabaseConnectionError": "errors",
@@ -73,11 +86,13 @@ _EXPORTS: dict[str, str] = {
 # Kept literal for type checkers; a test checks it names exactly the table's keys.
 __all__ = [
     "AdoptionError",
+    "AppRoleError",
     "ApplicationContextManager",
     "Base",
     "CheckResult",
     "ConnectionErrorKind",
     "ConnectionResult",
+    "CrossTenantWriteError",
     "DatabaseConfig",
     "DatabaseConfigError",
     "DatabaseConnectionError",
@@ -108,15 +123,25 @@ __all__ = [
     "ServiceHealthManager",
     "SmartConnectionManager",
     "Tenant",
+    "TenantRequiredError",
+    "TenantScoped",
     "UnsafeServerError",
     "User",
     "ValidationResult",
     "__version__",
     "check",
+    "cross_tenant",
     "current",
+    "current_tenant",
     "downgrade",
+    "grant_app_role",
+    "policy_differences",
     "redact_url",
+    "set_tenant",
     "stamp",
+    "tenant_isolation_sql",
+    "tenant_scope",
+    "tenant_scoped_tables",
     "upgrade",
     "validate",
 ]
@@ -139,7 +164,9 @@ if TYPE_CHECKING:
     from ai_secretary_schema.connection import ConnectionResult, SmartConnectionManager
     from ai_secretary_schema.errors import (
         AdoptionError,
+        AppRoleError,
         ConnectionErrorKind,
+        CrossTenantWriteError,
         DatabaseConfigError,
         DatabaseConnectionError,
         DriverMissingError,
@@ -152,6 +179,7 @@ if TYPE_CHECKING:
         SchemaDriftError,
         SchemaError,
         SchemaValidationError,
+        TenantRequiredError,
         UnsafeServerError,
     )
     from ai_secretary_schema.flask import SchemaExtension
@@ -178,8 +206,19 @@ if TYPE_CHECKING:
     from ai_secretary_schema.models import Base, PerformanceAlert, Tenant, User
     from ai_secretary_schema.rate_limit import ErrorRateLimiter
     from ai_secretary_schema.redaction import redact_url
+    from ai_secretary_schema.roles import grant_app_role
     from ai_secretary_schema.schema_report import SchemaReport
     from ai_secretary_schema.settings import SchemaSettings
+    from ai_secretary_schema.tenancy import (
+        TenantScoped,
+        cross_tenant,
+        current_tenant,
+        policy_differences,
+        set_tenant,
+        tenant_isolation_sql,
+        tenant_scope,
+        tenant_scoped_tables,
+    )
     from ai_secretary_schema.url import (
         DatabaseConfig,
         DatabaseType,

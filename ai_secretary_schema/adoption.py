@@ -164,10 +164,16 @@ def _columns_differ(live: Shape, expected: Shape) -> list[str]:
 
 
 def find_revision(live: Shape, shapes: list[RevisionShape]) -> str | None:
-    """The newest revision whose tables and columns are exactly ``live``'s, if any."""
-    for shape in reversed(shapes):
-        if not _columns_differ(live, shape.tables):
-            return shape.revision
+    """The newest revision whose tables and columns are exactly ``live``'s, if any.
+
+    Of revisions that leave the shape as it was (row-level security, data migrations), the
+    first is chosen: nothing shows whether the database had what they do, so they run.
+    """
+    for index in range(len(shapes) - 1, -1, -1):
+        if not _columns_differ(live, shapes[index].tables):
+            while index > 0 and shapes[index - 1].tables == shapes[index].tables:
+                index -= 1
+            return shapes[index].revision
     return None
 
 

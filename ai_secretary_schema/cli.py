@@ -16,17 +16,27 @@ it. Both take ``--json``.
 ``lint [REVISION_RANGE]`` reviews the revisions for lock safety on a live PostgreSQL database
 (:mod:`ai_secretary_schema.lint`; ``check`` runs it on every revision too): exit 0 when clean,
 1 listing each finding with its safe way, 2 for a range naming an unknown revision.
+
+``grant-app-role NAME [--password-env VAR]`` creates the application's PostgreSQL role (owns
+nothing, cannot bypass row-level security) and grants it what it needs
+(:func:`ai_secretary_schema.roles.grant_app_role`).
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from ai_secretary_schema.errors import MigrationError, RevisionRangeError, SchemaError
+from ai_secretary_schema.errors import (
+    AppRoleError,
+    MigrationError,
+    RevisionRangeError,
+    SchemaError,
+)
 from ai_secretary_schema.history import HostHistory
 from ai_secretary_schema.migrator import Migrator, check
 from ai_secretary_schema.redaction import redact_text
@@ -98,6 +108,23 @@ def _cmd_lint(args: argparse.Namespace, migrator: Migrator) -> int:
     report = migrator.lint(args.revision_range)
     _out(report.to_json(indent=2) if args.json else report.to_text())
     return 0 if report.ok else 1
+
+
+def _cmd_grant_app_role(args: argparse.Namespace, migrator: Migrator) -> int:
+    from ai_secretary_schema.migrator import PACKAGE_TABLES
+    from ai_secretary_schema.roles import grant_app_role
+
+    password = None
+    if args.password_env is not None:
+        password = os.environ.get(args.password_env)
+        if not password:
+            raise AppRoleError(
+                f"--password-env {args.password_env}: that environment variable is not set "
+                "or empty; export the password in it (it is never printed)",
+                role=args.name,
+            )
+    _out(grant_app_role(migrator.engine, args.name, PACKAGE_TABLES, password=password).describe())
+    return 0
 
 
 def _host(args: argparse.Namespace) -> HostHistory | None:
@@ -198,6 +225,19 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="REVISION_RANGE",
         help="A:B for the revisions after A up to B (as `alembic upgrade A:B --sql`), or one "
         "revision (default: every revision)",
+    )
+    grant = add(
+        "grant-app-role",
+        _cmd_grant_app_role,
+        "PostgreSQL: create (if missing) the application's role NAME, which owns nothing and "
+        "cannot bypass row-level security, and grant it the least it needs on the package's "
+        "tables and sequences; run as the owner, after each upgrade that adds a table",
+    )
+    grant.add_argument("name", metavar="NAME", help="the role's name, e.g. ais_app")
+    grant.add_argument(
+        "--password-env",
+        metavar="VAR",
+        help="set the role's password from this environment variable (never printed)",
     )
     return parser
 

@@ -160,3 +160,33 @@ class ExtensionAlreadyRegisteredError(SchemaError, RuntimeError):
 
 class ExtensionNotRegisteredError(SchemaError, RuntimeError):
     """Something needs the Flask extension of an application on which it is not registered."""
+
+
+class TenantRequiredError(SchemaError, RuntimeError):
+    """A tenant-scoped entity was queried or written with no tenant in scope.
+
+    ``entities`` names the tenant-scoped models involved. Set the tenant with
+    ``tenant_scope(tenant_id)`` (Flask: ``flask.g.tenant_id``), or work across tenants on
+    purpose inside ``cross_tenant()``.
+    """
+
+    def __init__(self, message: str, *, entities: Sequence[str]):
+        super().__init__(message)
+        self.entities = tuple(entities)
+
+
+class CrossTenantWriteError(SchemaError, ValueError):
+    """A row of tenant ``row_tenant_id`` was written inside the scope of tenant ``tenant_id``."""
+
+    def __init__(self, message: str, *, tenant_id: int, row_tenant_id: object):
+        super().__init__(message)
+        self.tenant_id = tenant_id
+        self.row_tenant_id = row_tenant_id
+
+
+class AppRoleError(SchemaError, ValueError):
+    """The application role cannot be created or granted as asked (``role`` names it)."""
+
+    def __init__(self, message: str, *, role: str):
+        super().__init__(message)
+        self.role = role

@@ -8,7 +8,8 @@ everything that answer depended on is provably the same:
 * **the database**, by :func:`catalog_fingerprint`: one query returns everything the comparison
   looks at for the package's tables (columns with their types, nullability, server defaults,
   identity, collation and comments; indexes; primary key, unique, foreign-key and check
-  constraints) plus the rows of ``alembic_version``, and that text is hashed. No rule about
+  constraints; on PostgreSQL row-level security, forced or not, and every policy) plus the rows
+  of ``alembic_version``, and that text is hashed. No rule about
   what "matches" is written here: a fingerprint only ever hits if that exact catalog once passed
   Alembic's own comparison, so the warm start can never be more lenient than the full path.
 * **the code that compared it**, by a package key: the name, size and ``mtime_ns`` of every file
@@ -76,7 +77,7 @@ STALE_AFTER_S = 30 * 86_400
 
 # Bumped whenever what is hashed (here or in the queries) changes meaning, so that an old cache
 # file can never vouch for a fingerprint computed a new way.
-_FORMAT = 1
+_FORMAT = 2
 _CACHE_APP_DIR = "ai-secretary-schema"
 _CACHE_PREFIX = "warm-"
 
@@ -87,14 +88,18 @@ _CACHE_PREFIX = "warm-"
 # or every start would miss.
 _PG_CATALOG = """\
 WITH rel AS (
-    SELECT c.oid, c.relname, c.relkind
+    SELECT c.oid, c.relname, c.relkind, c.relrowsecurity, c.relforcerowsecurity, c.relowner
     FROM pg_catalog.pg_class AS c
     JOIN pg_catalog.pg_namespace AS n ON n.oid = c.relnamespace
     WHERE n.nspname = current_schema() AND c.relname IN :tables
 ),
 lines AS (
     SELECT concat_ws(' ', 'table', quote_nullable(r.relname), quote_nullable(r.relkind::text),
-                     quote_nullable(d.description)) AS line
+                     quote_nullable(d.description),
+                     -- Row-level security and the owner its cross-tenant policy names are
+                     -- compared by the schema report: a change there is a change here.
+                     r.relrowsecurity::text, r.relforcerowsecurity::text,
+                     quote_nullable(pg_get_userbyid(r.relowner)::text)) AS line
     FROM rel AS r
     LEFT JOIN pg_catalog.pg_description AS d
         ON d.objoid = r.oid AND d.classoid = 'pg_catalog.pg_class'::regclass AND d.objsubid = 0
@@ -139,6 +144,17 @@ lines AS (
                      quote_nullable(pg_get_constraintdef(co.oid))) AS line
     FROM rel AS r
     JOIN pg_catalog.pg_constraint AS co ON co.conrelid = r.oid
+    UNION ALL
+    SELECT concat_ws(' ', 'policy', quote_nullable(r.relname), quote_nullable(p.polname::text),
+                     quote_nullable(p.polcmd::text), p.polpermissive::text,
+                     quote_nullable((SELECT string_agg(CASE WHEN role.oid = 0 THEN 'public'
+                                                       ELSE pg_get_userbyid(role.oid)::text END,
+                                                       ',' ORDER BY role.oid)
+                                     FROM unnest(p.polroles) AS role(oid))),
+                     quote_nullable(pg_get_expr(p.polqual, p.polrelid)),
+                     quote_nullable(pg_get_expr(p.polwithcheck, p.polrelid))) AS line
+    FROM rel AS r
+    JOIN pg_catalog.pg_policy AS p ON p.polrelid = r.oid
     UNION ALL
     -- Identity options are reflected and compared; the sequence's position is not read.
     SELECT concat_ws(' ', 'sequence', quote_nullable(r.relname),
@@ -214,7 +230,8 @@ def catalog_fingerprint(connection: Connection, tables: Collection[str]) -> str:
     """One query. A hex digest of everything Alembic's comparison looks at for ``tables``.
 
     That is: the tables, columns, types, nullability, server defaults, identity and collation,
-    comments, indexes, and primary-key, unique, foreign-key and check constraints of those of
+    comments, indexes, primary-key, unique, foreign-key and check constraints, and (PostgreSQL)
+    row-level security, forced or not, the owner and every policy of those of
     ``tables`` that exist in the default schema, plus the rows of ``alembic_version``, the
     dialect and driver names and the server's version. A table that does not exist simply
     contributes nothing, so dropping one changes the digest.

@@ -16,7 +16,6 @@ from sqlalchemy import (
     Boolean,
     DateTime,
     Float,
-    ForeignKey,
     Index,
     Integer,
     MetaData,
@@ -30,6 +29,10 @@ from sqlalchemy import (
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
+
+# Importing tenancy installs its guard on every ORM session: no session can use a
+# tenant-scoped model without it.
+from ai_secretary_schema.tenancy import TenantScoped
 
 NAMING_CONVENTION: dict[str, str] = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -95,6 +98,9 @@ class Base(DeclarativeBase):
 class Tenant(Base):
     """An organisation using the AI Secretary; every user belongs to exactly one.
 
+    Not tenant-scoped: it is the tenant itself (signing in looks the tenant up by its slug
+    before any tenant is known).
+
     ``slug`` is the tenant's stable, URL-safe identifier (unique across the installation);
     ``is_active`` switches a tenant off without deleting its data.
     """
@@ -118,8 +124,8 @@ class Tenant(Base):
         return f"Tenant(id={self.id!r}, slug={self.slug!r})"
 
 
-class User(Base):
-    """A person who signs in to a tenant.
+class User(TenantScoped, Base):
+    """A person who signs in to a tenant; tenant-scoped (:class:`TenantScoped`).
 
     An email address is unique within its tenant, not globally: the same person may belong to
     two tenants with two accounts. Deleting a tenant deletes its users (``ON DELETE CASCADE``).
@@ -131,7 +137,6 @@ class User(Base):
     __table_args__ = (UniqueConstraint("tenant_id", "email"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
     email: Mapped[str] = mapped_column(String(320))
     password_hash: Mapped[str] = mapped_column(String(255))
     full_name: Mapped[str | None] = mapped_column(String(200))
@@ -151,6 +156,9 @@ class User(Base):
 
 class PerformanceAlert(Base):
     """An alert raised by performance monitoring, column for column the design document's DDL.
+
+    Not tenant-scoped: it is system-wide monitoring of the service (the design's DDL has no
+    tenant column), read by the operators, never by a tenant.
 
     The DDL's types are kept as written (``TIMESTAMP`` — without time zone — rather than
     SQLAlchemy's ``DateTime``, which SQLite would spell ``DATETIME``; ``FLOAT``, ``TEXT``

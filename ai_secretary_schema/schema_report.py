@@ -4,7 +4,10 @@
 options of ``migrations/env.py`` (:func:`~ai_secretary_schema.migration_env.online_options`:
 types, server defaults, only the package's own tables) and sorts the differences into the
 categories a person acts on: missing tables, missing and unexpected columns, type and
-nullability mismatches, missing indexes, and everything else as Alembic's raw diffs. The report
+nullability mismatches, missing indexes, and everything else as Alembic's raw diffs. On
+PostgreSQL it also compares the row-level security of the tenant-scoped tables with what the
+migrations create (:func:`~ai_secretary_schema.tenancy.policy_differences`), which Alembic's
+comparison does not look at. The report
 never contains a URL or a credential: only the dialect's name, table and column names, types,
 and revision ids.
 """
@@ -61,6 +64,9 @@ class SchemaReport:
     nullability_mismatches: tuple[ColumnDifference, ...] = ()
     missing_indexes: tuple[str, ...] = ()  #: ``table.index_name``
     diffs: tuple[str, ...] = ()
+    #: Row-level security of a tenant-scoped table that is off, not forced, or whose policies
+    #: are missing or different (PostgreSQL), one line each naming the table.
+    policies: tuple[str, ...] = ()
     skipped: bool = False
     fast_path: bool = False
     #: Set by the startup hook: the revision an unversioned database was adopted at.
@@ -84,8 +90,8 @@ class SchemaReport:
 
     @property
     def matches_models(self) -> bool:
-        """No difference at all between the database and the models."""
-        return not self.diffs
+        """No difference at all between the database and the models (policies included)."""
+        return not self.diffs and not self.policies
 
     @property
     def lint_errors(self) -> tuple[Finding, ...]:
@@ -111,6 +117,7 @@ class SchemaReport:
         lines += [d.describe("nullable") for d in self.nullability_mismatches]
         lines += [f"missing index {name}" for name in self.missing_indexes]
         lines += [diff for diff in self.diffs if not _is_categorised(diff)]
+        lines += [f"row-level security: {line}" for line in self.policies]
         return lines
 
     def status(self) -> str:
@@ -158,6 +165,13 @@ class SchemaReport:
                 "a revision is not safe to run on a live database: rewrite it the safe way "
                 "given with each lint finding; if a finding is safe in its revision, say why "
                 "there with lint_ignore = {'rule-id': 'why it is safe here'}"
+            )
+        if self.policies and not self.diffs:
+            return (
+                "a tenant-scoped table is not isolated as the migrations left it, so one tenant "
+                "may see another's rows: if it was changed by hand, restore it with the "
+                "statements of ai_secretary_schema.tenancy.tenant_isolation_sql(table) (run "
+                "as the table owner); a new tenant-scoped model needs a revision running them"
             )
         return (
             "the database is at head but differs from the models: a model changed without a "
@@ -327,6 +341,7 @@ def build_schema_report(
         managed_current,
         managed_heads,
     )
+    from ai_secretary_schema.tenancy import policy_differences
 
     found = histories(script_location)
     host = found.host
@@ -334,6 +349,7 @@ def build_schema_report(
         connection, metadata, host if host is not None and host.managed else None
     )
     current = managed_current(current_revisions(connection), script_location)
+    policies = policy_differences(connection, metadata)
     if connection.in_transaction():
         connection.rollback()
 
@@ -382,4 +398,5 @@ def build_schema_report(
         nullability_mismatches=tuple(nullability),
         missing_indexes=tuple(missing_indexes),
         diffs=tuple(_diff_text(diff, connection) for diff in raw),
+        policies=tuple(policies),
     )

@@ -3,7 +3,7 @@
     python bench/lint.py              # about 30 seconds
     python bench/lint.py --rounds 3   # fewer repetitions
 
-A temporary script directory holds the shipped revisions 0001 and 0002 and 48 more (a mix of what
+A temporary script directory holds the shipped revisions and more, 50 in all (a mix of what
 revisions do: nullable columns, concurrent indexes in ``autocommit_block()``, NOT VALID foreign
 keys validated a revision later, new tables with indexes and foreign keys, a suppressed drop).
 Every figure is the median of ``--rounds`` runs, each in a new process:
@@ -38,7 +38,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from ai_secretary_schema.history import migrations_directory
+from ai_secretary_schema.history import heads, migrations_directory
 
 REVISIONS = 50
 TARGET_SECONDS = 1.0
@@ -67,7 +67,8 @@ def downgrade():
 {downgrade}
 '''
 
-#: (module-level lines, upgrade body, downgrade body), in turn from 0003 on; {n} is the
+#: (module-level lines, upgrade body, downgrade body), in turn from the first revision after the
+#: shipped ones; {n} is the
 #: revision's number. Each runs on SQLite too (batch mode, PostgreSQL-only SQL guarded).
 KINDS: tuple[tuple[str, str, str], ...] = (
     (
@@ -152,22 +153,24 @@ sqlalchemy.url = {url}
 
 
 def build(root: Path) -> Path:
-    """The shipped revisions and 48 more in ``root``/migrations; returns the directory."""
+    """The shipped revisions and more, 50 in all, in ``root``/migrations; returns the directory."""
     source = migrations_directory()
     target = root / "migrations"
     (target / "versions").mkdir(parents=True)
     for name in ("env.py", "script.py.mako"):
         shutil.copy(source / name, target / name)
-    for path in sorted((source / "versions").glob("[0-9]*.py")):
+    shipped = sorted((source / "versions").glob("[0-9]*.py"))
+    for path in shipped:
         shutil.copy(path, target / "versions" / path.name)
-    for n in range(3, REVISIONS + 1):
-        top, upgrade, downgrade = KINDS[(n - 3) % len(KINDS)]
+    first = len(shipped) + 1
+    for n in range(first, REVISIONS + 1):
+        top, upgrade, downgrade = KINDS[(n - first) % len(KINDS)]
         # n1, n2, n4: the revisions 1, 2 and 4 back, whose column, table or key a kind uses.
         names = {"n": n, "n1": n - 1, "n2": n - 2, "n4": n - 4}
         (target / "versions" / f"{n:04d}_bench.py").write_text(
             HEADER.format(
                 rev=f"{n:04d}",
-                down=f"{n - 1:04d}",
+                down=heads()[0] if n == first else f"{n - 1:04d}",
                 top=top.format(**names),
                 upgrade=upgrade.format(**names),
                 downgrade=downgrade.format(**names),

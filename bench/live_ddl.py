@@ -3,12 +3,12 @@
     python bench/live_ddl.py                    # about 20 s
     python bench/live_ddl.py --hold 5 --lock-timeout 1 --pg-url postgresql://postgres@127.0.0.1:5432/postgres
 
-For each variant, on a throwaway database of its own at revision 0002 (with a few rows):
+For each variant, on a throwaway database of its own at the shipped head (with a few rows):
 
 1. a reader issues ``SELECT 1 FROM users LIMIT 1`` every 20 ms on a connection of its own, and
    records how long each one took;
 2. a blocker opens a read transaction on ``users`` and holds it for ``--hold`` seconds (5);
-3. right after the blocker's start, ``flask db upgrade`` runs revision 0003, which adds a column
+3. right after the blocker's start, ``flask db upgrade`` runs revision 0101, which adds a column
    to ``users`` (its process has done its imports beforehand and waits for a go signal, so the
    ALTER reaches the server at once).
 
@@ -16,7 +16,7 @@ The variants, in the same run:
 
 plain       Alembic as it ships: a plain Flask-Migrate application (Flask-SQLAlchemy, ``Migrate``)
             with the generic env.py that ``flask db init`` writes, on a copy of the package's
-            revisions plus 0003.
+            revisions plus 0101.
 package     the package's Flask extension (``flask db upgrade`` through the package's env.py)
             on the same revisions, with ``SCHEMA_DDL_LOCK_TIMEOUT=--lock-timeout`` (1 s).
 
@@ -46,23 +46,23 @@ import psycopg2
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, make_url
 
-from ai_secretary_schema.history import migrations_directory
+from ai_secretary_schema.history import heads, migrations_directory
 from ai_secretary_schema.migrator import upgrade
 
 READ_EVERY = 0.020
 TARGET_SLACK = 0.200
 
-REVISION_0003 = '''"""Add users.nickname.
+REVISION_0101 = '''"""Add users.nickname.
 
-Revision ID: 0003
-Revises: 0002
+Revision ID: 0101
+Revises: {head}
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0003"
-down_revision = "0002"
+revision = "0101"
+down_revision = "{head}"
 branch_labels = None
 depends_on = None
 
@@ -155,14 +155,16 @@ def drop_database(server: URL, name: str) -> None:
 
 
 def prepare_scripts(root: Path) -> tuple[Path, Path, Path]:
-    """The package's script directory plus 0003, a plain Flask-Migrate directory (generic
+    """The package's script directory plus 0101, a plain Flask-Migrate directory (generic
     env.py from ``flask db init``) with the same revisions, and the two applications."""
     source = migrations_directory()
     package_dir = root / "package_migrations"
     shutil.copytree(
         source, package_dir, ignore=shutil.ignore_patterns("__pycache__", "__init__.py")
     )
-    (package_dir / "versions" / "0003_add_nickname.py").write_text(REVISION_0003)
+    (package_dir / "versions" / "0101_add_nickname.py").write_text(
+        REVISION_0101.replace("{head}", heads()[0])
+    )
 
     (root / "plain_app.py").write_text(PLAIN_APP)
     (root / "package_app.py").write_text(PACKAGE_APP)
@@ -190,8 +192,8 @@ def prepare_scripts(root: Path) -> tuple[Path, Path, Path]:
 
 
 def seed(url: URL, scripts: Path) -> None:
-    """Upgrade to 0002 and add a tenant and some users."""
-    upgrade(url, "0002", script_location=scripts)
+    """Upgrade to the shipped head and add a tenant and some users."""
+    upgrade(url, heads()[0], script_location=scripts)
     engine = sa.create_engine(url)
     with engine.begin() as connection:
         connection.execute(sa.text("INSERT INTO tenants (name, slug) VALUES ('Acme', 'acme')"))
@@ -312,7 +314,7 @@ def main() -> int:
                 outcome = run_variant(
                     variant, url, root, app, scripts, args.hold, args.lock_timeout
                 )
-                if outcome.completed and version(url) != "0003":
+                if outcome.completed and version(url) != "0101":
                     outcome.completed = False
                     outcome.error = f"ended at {version(url)}"
                 outcomes.append(outcome)

@@ -12,19 +12,24 @@ import re
 import socket
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from flask import Flask
+from helpers.db import admin_connection
 from helpers.pgbouncer import PGBOUNCER, PgBouncer
 from pytest_postgresql import factories
 from pytest_postgresql.executors.noop import NoopExecutor
 from pytest_postgresql.janitor import DatabaseJanitor
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
+from sqlalchemy.pool import NullPool
 
 from ai_secretary_schema.flask import SchemaExtension, uninstall_log_filter
+from ai_secretary_schema.tenancy import set_tenant
 
 # The fixture makes a template database named after ``dbname``: a name per test run keeps two
 # runs on one server (a developer's and CI's) out of each other's way.
@@ -199,3 +204,70 @@ def pgbouncer(tmp_path: Path) -> Iterator[PgBouncer]:
         yield bouncer
     finally:
         bouncer.stop()
+
+
+@dataclass(frozen=True)
+class TenantDatabase:
+    """A database as deployed with tenant isolation: migrated by its owner (not a superuser),
+    used by an application role made by ``grant-app-role``; tenants 1..4 with users."""
+
+    dbname: str
+    owner: str
+    app_role: str
+    owner_url: str
+    app_url: str
+    superuser_url: str
+    users_per_tenant: int
+
+
+TENANTS = (1, 2, 3, 4)
+
+
+@pytest.fixture
+def tenant_db(postgresql_server: NoopExecutor) -> Iterator[TenantDatabase]:
+    """Roles are cluster-wide: unique names, dropped with the database afterwards."""
+    from ai_secretary_schema.cli import main
+    from ai_secretary_schema.migrator import upgrade
+
+    suffix = uuid.uuid4().hex[:10]
+    dbname, owner, app_role = f"ais_test_{suffix}", f"ais_owner_{suffix}", f"ais_app_{suffix}"
+    admin = admin_connection()
+    try:
+        with admin.cursor() as cursor:
+            cursor.execute(f"CREATE ROLE {owner} LOGIN NOSUPERUSER NOBYPASSRLS")
+            cursor.execute(f'CREATE DATABASE "{dbname}" OWNER {owner}')
+        database = TenantDatabase(
+            dbname=dbname,
+            owner=owner,
+            app_role=app_role,
+            owner_url=pg_url_for(postgresql_server, dbname).replace("postgres@", f"{owner}@"),
+            app_url=pg_url_for(postgresql_server, dbname).replace("postgres@", f"{app_role}@"),
+            superuser_url=pg_url_for(postgresql_server, dbname),
+            users_per_tenant=5,
+        )
+        upgrade(database.owner_url)
+        assert main(["grant-app-role", app_role, "--url", database.superuser_url]) == 0
+        seed = sa.create_engine(database.owner_url, poolclass=NullPool)
+        with seed.begin() as connection:
+            set_tenant(connection, None, cross=True)
+            for tenant in TENANTS:
+                connection.execute(
+                    sa.text("INSERT INTO tenants (id, name, slug) VALUES (:t, :n, :n)"),
+                    {"t": tenant, "n": f"t{tenant}"},
+                )
+                for n in range(database.users_per_tenant):
+                    connection.execute(
+                        sa.text(
+                            "INSERT INTO users (tenant_id, email, password_hash) "
+                            "VALUES (:t, :e, 'x')"
+                        ),
+                        {"t": tenant, "e": f"u{n}@t{tenant}"},
+                    )
+        seed.dispose()
+        yield database
+    finally:
+        with admin.cursor() as cursor:
+            cursor.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
+            cursor.execute(f"DROP ROLE IF EXISTS {app_role}")
+            cursor.execute(f"DROP ROLE IF EXISTS {owner}")
+        admin.close()

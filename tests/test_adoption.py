@@ -13,6 +13,7 @@ from collections.abc import Callable
 import pytest
 import sqlalchemy as sa
 from helpers.db import DESIGN_DDL, ID_COLUMN
+from helpers.scripts import HEAD
 from sqlalchemy import Connection
 from sqlalchemy.pool import NullPool
 
@@ -118,7 +119,7 @@ def test_the_design_case_creates_performance_alerts_by_migrating(db_url: str) ->
         assert manager.check_missing_tables() == ["performance_alerts"]
         assert manager.ensure_tables_exist() is True
         assert manager.check_missing_tables() == []
-        assert manager.validate_schema().current == ("0002",)
+        assert manager.validate_schema().current == (HEAD,)
 
 
 def test_the_design_ddl_gets_the_indexes_of_its_revision(db_url: str) -> None:

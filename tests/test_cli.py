@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from helpers.scripts import BEFORE_HEAD, HEAD
 
 from ai_secretary_schema.cli import main
 from ai_secretary_schema.models import Base
@@ -36,7 +37,7 @@ def test_upgrade_without_url_creates_the_default_sqlite_database_at_head(tmp_pat
     last_line = result.stdout.splitlines()[-1]
     assert (result.returncode, last_line, (tmp_path / "ai_secretary.db").is_file()) == (
         0,
-        "sqlite:///ai_secretary.db: revision 0002 (at head)",
+        f"sqlite:///ai_secretary.db: revision {HEAD} (at head)",
         True,
     )
 
@@ -49,17 +50,17 @@ def test_upgrade_reads_database_url_from_the_environment(tmp_path: Path) -> None
 @pytest.mark.parametrize(
     ("steps", "expected"),
     [
-        ([["upgrade"]], "revision 0002 (at head)"),
-        ([["upgrade", "0001"]], "revision 0001 (head is 0002)"),
-        ([["upgrade"], ["downgrade", "-1"]], "revision 0001 (head is 0002)"),
+        ([["upgrade"]], f"revision {HEAD} (at head)"),
+        ([["upgrade", "0001"]], f"revision 0001 (head is {HEAD})"),
+        ([["upgrade"], ["downgrade", "-1"]], f"revision {BEFORE_HEAD} (head is {HEAD})"),
         (
             [["upgrade"], ["downgrade", "base"]],
-            "revision base (no revision applied) (head is 0002)",
+            f"revision base (no revision applied) (head is {HEAD})",
         ),
-        ([["upgrade", "0001"], ["current"]], "revision 0001 (head is 0002)"),
-        ([["current"]], "revision base (no revision applied) (head is 0002)"),
-        ([["upgrade"], ["stamp", "0001"]], "revision 0001 (head is 0002)"),
-        ([["upgrade", "0001"], ["stamp", "head"]], "revision 0002 (at head)"),
+        ([["upgrade", "0001"], ["current"]], f"revision 0001 (head is {HEAD})"),
+        ([["current"]], f"revision base (no revision applied) (head is {HEAD})"),
+        ([["upgrade"], ["stamp", "0001"]], f"revision 0001 (head is {HEAD})"),
+        ([["upgrade", "0001"], ["stamp", "head"]], f"revision {HEAD} (at head)"),
     ],
     ids=[
         "upgrade",
@@ -86,11 +87,13 @@ def test_each_command_prints_the_revision_the_database_ends_at(
         (
             ["history"],
             [
-                "0001 -> 0002 (head), Add performance_alerts.",
+                "0002 -> 0003 (head), Row-level security on users: each tenant sees and writes "
+                "its own rows only.",
+                "0001 -> 0002, Add performance_alerts.",
                 "<base> -> 0001, Create tenants and users.",
             ],
         ),
-        (["heads"], ["0002"]),
+        (["heads"], [HEAD]),
     ],
     ids=["history", "heads"],
 )
@@ -129,7 +132,7 @@ def test_python_dash_m_and_the_console_script_agree(tmp_path: Path) -> None:
     via_script = subprocess.run(
         [str(script), "heads"], cwd=tmp_path, capture_output=True, text=True, check=False
     )
-    assert via_script.stdout == run_cli("heads", cwd=tmp_path).stdout == "0002\n"
+    assert via_script.stdout == run_cli("heads", cwd=tmp_path).stdout == f"{HEAD}\n"
 
 
 def test_upgrade_to_head_adopts_a_database_made_before_migrations(

@@ -1,6 +1,6 @@
 """Many workers start at once: every one succeeds and the migrations run exactly once.
 
-The script directory is the real one plus a revision ``0003`` that creates ``migration_runs`` and
+The script directory is the real one plus a revision ``0101`` that creates ``migration_runs`` and
 inserts one row per run (after a pause that widens the window for a collision). Without the
 migration lock, workers collide (``DuplicateTable``, ``UniqueViolation`` on ``pg_type``, ``table
 already exists``) or the row is inserted more than once; with it, there is exactly one row and
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from helpers.scripts import COUNT, make_script_dir
+from helpers.scripts import COUNT, HEAD, make_script_dir
 from sqlalchemy.pool import NullPool
 
 from ai_secretary_schema.migration_manager import MigrationManager
@@ -31,8 +31,8 @@ THREADS = 8
 
 @pytest.fixture
 def counting_scripts(tmp_path: Path) -> Path:
-    """The real revisions plus ``0003``, which records each run in ``migration_runs``."""
-    return make_script_dir(tmp_path, {"0003": ("0002", COUNT)})
+    """The real revisions plus ``0101``, which records each run in ``migration_runs``."""
+    return make_script_dir(tmp_path, {"0101": (HEAD, COUNT)})
 
 
 def query(url: str, sql: str) -> list[tuple[object, ...]]:
@@ -77,7 +77,7 @@ def start_workers(
 
 def assert_migrated_once(url: str) -> None:
     assert query(url, "SELECT count(*) FROM migration_runs") == [(1,)]
-    assert query(url, "SELECT version_num FROM alembic_version") == [("0003",)]
+    assert query(url, "SELECT version_num FROM alembic_version") == [("0101",)]
 
 
 @pytest.mark.slow
@@ -91,7 +91,7 @@ def test_sixteen_processes_started_together_all_succeed_and_migrate_once(
     failures = [err for w, (_, err) in zip(workers, outcomes, strict=True) if w.returncode != 0]
     assert failures == []
     reports = [json.loads(out) for out, _ in outcomes]
-    assert all(r["ok"] and r["current"] == ["0003"] for r in reports)
+    assert all(r["ok"] and r["current"] == ["0101"] for r in reports)
     assert_migrated_once(db_url)
     # Exactly one worker migrated; at most it and the ones that waited did a full comparison.
     assert elapsed < 120

@@ -17,6 +17,7 @@ from ai_secretary_schema.migration_env import render_item
 from ai_secretary_schema.migrator import upgrade
 from ai_secretary_schema.models import PerformanceAlert, Tenant, User, UTCDateTime, UTCTimestamp
 from ai_secretary_schema.settings import SchemaSettings
+from ai_secretary_schema.tenancy import tenant_scope
 
 UTC = dt.timezone.utc
 PLUS_TWO = dt.timezone(dt.timedelta(hours=2))
@@ -71,17 +72,18 @@ def _tenant(session: Session) -> Tenant:
 def test_a_time_zone_column_reads_back_aware_utc(
     session: Session, written: dt.datetime | None, expected: dt.datetime | None
 ) -> None:
-    user = User(
-        tenant=_tenant(session), email="a@example.com", password_hash="x", last_login_at=written
-    )
-    session.add(user)
-    session.commit()
-    session.expire_all()
+    tenant = _tenant(session)
+    # users is tenant-scoped: written and read back as its tenant.
+    with tenant_scope(tenant.id):
+        user = User(tenant=tenant, email="a@example.com", password_hash="x", last_login_at=written)
+        session.add(user)
+        session.commit()
+        session.expire_all()
 
-    assert (user.last_login_at, getattr(user.last_login_at, "tzinfo", None)) == (
-        expected,
-        None if expected is None else UTC,
-    )
+        assert (user.last_login_at, getattr(user.last_login_at, "tzinfo", None)) == (
+            expected,
+            None if expected is None else UTC,
+        )
 
 
 def test_a_server_default_time_reads_back_aware_utc(session: Session) -> None:

@@ -1,15 +1,15 @@
 """A revision never stalls a live PostgreSQL: it waits at most ``lock_timeout`` for a lock, then is
 rolled back whole and retried, and the blocker is named.
 
-The scene, on a database of the test's own at revision 0002: a "report" session holds a read
-transaction on ``users`` (ACCESS SHARE), and revision 0003 adds a column to ``users`` (ACCESS
+The scene, on a database of the test's own at the shipped head: a "report" session holds a read
+transaction on ``users`` (ACCESS SHARE), and revision 0101 adds a column to ``users`` (ACCESS
 EXCLUSIVE). Without a lock timeout the ALTER would wait for the report, and every later query
 on ``users`` would queue behind it.
 
 * Through every door (startup hook, CLI, ``flask db``, ``alembic``), as real processes: the
   upgrade waits, is retried, logs the blocker once per retry (pid, application, query without
   its literals) and succeeds once the report ends; with the retries spent, the error names the
-  blocker's pid and the database is still at 0002.
+  blocker's pid and the database is still at the shipped head.
 * Per revision: ``ddl_retries``, ``ddl_lock_timeout`` (``None``: no limit) override the settings.
 * ``CREATE INDEX CONCURRENTLY`` in an ``autocommit_block()`` works; the session's own
   lock_timeout applies inside the block, the revision's again after it; a revision blocked after
@@ -36,7 +36,7 @@ import psycopg2
 import pytest
 import sqlalchemy as sa
 from helpers.db import versions
-from helpers.scripts import make_script_dir
+from helpers.scripts import HEAD, SHIPPED, make_script_dir
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
@@ -173,16 +173,16 @@ class Report:
 
 
 @pytest.fixture
-def at_0002(pg_url: str, tmp_path: Path) -> tuple[str, Path]:
-    """A database at 0002 and scripts whose 0003 adds ``users.nickname``."""
-    scripts = make_script_dir(tmp_path, {"0003": ("0002", ADD_NICKNAME)})
-    migrator.upgrade(pg_url, "0002", script_location=scripts)
+def at_head(pg_url: str, tmp_path: Path) -> tuple[str, Path]:
+    """A database at the shipped head and scripts whose 0101 adds ``users.nickname``."""
+    scripts = make_script_dir(tmp_path, {"0101": (HEAD, ADD_NICKNAME)})
+    migrator.upgrade(pg_url, HEAD, script_location=scripts)
     return pg_url, scripts
 
 
 @pytest.fixture
-def report(at_0002: tuple[str, Path]) -> Iterator[Report]:
-    session = Report(at_0002[0])
+def report(at_head: tuple[str, Path]) -> Iterator[Report]:
+    session = Report(at_head[0])
     try:
         yield session
     finally:
@@ -191,9 +191,9 @@ def report(at_0002: tuple[str, Path]) -> Iterator[Report]:
 
 @pytest.fixture
 def door_scene(pg_url: str, tmp_path: Path) -> Iterator[tuple[str, Path, Report]]:
-    """A database at 0002 whose 0003 alters ``users``, and the report blocking it."""
-    scripts = make_script_dir(tmp_path, {"0003": ("0002", TOUCH_USERS)})
-    migrator.upgrade(pg_url, "0002", script_location=scripts)
+    """A database at the shipped head whose 0101 alters ``users``, and the report blocking it."""
+    scripts = make_script_dir(tmp_path, {"0101": (HEAD, TOUCH_USERS)})
+    migrator.upgrade(pg_url, HEAD, script_location=scripts)
     session = Report(pg_url)
     try:
         yield pg_url, scripts, session
@@ -303,7 +303,7 @@ def test_every_door_waits_retries_names_the_blocker_and_succeeds_once_it_ends(
     out, err = process.communicate(timeout=60)
 
     assert process.returncode == 0, err
-    assert versions(url) == ["0003"]
+    assert versions(url) == ["0101"]
     retries = RETRY_LINE.findall(err)
     assert [int(n) for n, _, _ in retries] == list(range(1, len(retries) + 1))
     assert len(retries) >= 1
@@ -330,29 +330,29 @@ def test_every_door_fails_naming_the_blocker_when_the_retries_are_spent(
 
     assert process.returncode != 0
     message = " ".join(err.split())
-    assert "revision 0003 (upgrade) of postgresql+psycopg2://postgres@127.0.0.1:5432/" in message
+    assert "revision 0101 (upgrade) of postgresql+psycopg2://postgres@127.0.0.1:5432/" in message
     assert "could not get its locks within lock_timeout 0.3 s in 3 attempt(s)" in message
     assert f"blocked by pid {report.pid} (application 'nightly-report'" in message
-    assert "The database was left at revision 0002" in message
+    assert f"The database was left at revision {HEAD}" in message
     assert f"SELECT pg_terminate_backend({report.pid})" in message
     assert len(RETRY_LINE.findall(err)) == 2
     assert SECRET not in out + err
     # Rolled back whole.
-    assert versions(url) == ["0002"]
+    assert versions(url) == [HEAD]
 
 
 def test_the_proof_without_a_lock_timeout_the_alter_waits_for_the_whole_report(
-    at_0002: tuple[str, Path], report: Report
+    at_head: tuple[str, Path], report: Report
 ) -> None:
     # SCHEMA_DDL_LOCK_TIMEOUT=0 is Alembic as it ships: the ALTER waits as long as the report
     # holds its transaction (here ended after 1.5 s), queueing every later query behind it.
-    url, scripts = at_0002
+    url, scripts = at_head
     threading.Timer(1.5, report.end).start()
     started = time.monotonic()
     with Migrator(settings(url, schema_ddl_lock_timeout=0), script_location=scripts) as m:
         m.upgrade()
     assert time.monotonic() - started >= 1.4
-    assert versions(url) == ["0003"]
+    assert versions(url) == ["0101"]
 
 
 # -- in process: the error, the policy of a revision ----------------------------------------------
@@ -360,9 +360,9 @@ def test_the_proof_without_a_lock_timeout_the_alter_waits_for_the_whole_report(
 
 @pytest.mark.postgresql
 def test_the_typed_error_carries_the_revisions_and_the_blockers(
-    at_0002: tuple[str, Path], report: Report
+    at_head: tuple[str, Path], report: Report
 ) -> None:
-    url, scripts = at_0002
+    url, scripts = at_head
     with (
         Migrator(
             settings(url, schema_ddl_lock_timeout=0.2, schema_ddl_retries=1),
@@ -374,7 +374,7 @@ def test_the_typed_error_carries_the_revisions_and_the_blockers(
 
     error = caught.value
     assert isinstance(error, MigrationError)
-    assert (error.failed_revision, error.revision, error.attempts) == ("0003", "0002", 2)
+    assert (error.failed_revision, error.revision, error.attempts) == ("0101", HEAD, 2)
     assert [b.pid for b in error.blockers] == [report.pid]
     assert error.blockers[0].application_name == "nightly-report"
     assert error.blockers[0].state == "idle in transaction"
@@ -385,9 +385,9 @@ def test_the_typed_error_carries_the_revisions_and_the_blockers(
 @pytest.mark.postgresql
 def test_a_revision_can_refuse_retries(pg_url: str, tmp_path: Path) -> None:
     scripts = make_script_dir(
-        tmp_path, {"0003": ("0002", with_attributes(ADD_NICKNAME, ddl_retries=0))}
+        tmp_path, {"0101": (HEAD, with_attributes(ADD_NICKNAME, ddl_retries=0))}
     )
-    migrator.upgrade(pg_url, "0002", script_location=scripts)
+    migrator.upgrade(pg_url, HEAD, script_location=scripts)
     report = Report(pg_url)
     try:
         with (
@@ -406,9 +406,9 @@ def test_a_revision_can_refuse_retries(pg_url: str, tmp_path: Path) -> None:
 @pytest.mark.postgresql
 def test_a_revision_can_set_its_own_lock_timeout(pg_url: str, tmp_path: Path) -> None:
     scripts = make_script_dir(
-        tmp_path, {"0003": ("0002", with_attributes(ADD_NICKNAME, ddl_lock_timeout=0.2))}
+        tmp_path, {"0101": (HEAD, with_attributes(ADD_NICKNAME, ddl_lock_timeout=0.2))}
     )
-    migrator.upgrade(pg_url, "0002", script_location=scripts)
+    migrator.upgrade(pg_url, HEAD, script_location=scripts)
     report = Report(pg_url)
     started = time.monotonic()
     try:
@@ -428,9 +428,9 @@ def test_a_revision_can_set_its_own_lock_timeout(pg_url: str, tmp_path: Path) ->
 @pytest.mark.postgresql
 def test_a_revision_can_opt_out_of_the_lock_timeout(pg_url: str, tmp_path: Path) -> None:
     scripts = make_script_dir(
-        tmp_path, {"0003": ("0002", with_attributes(ADD_NICKNAME, ddl_lock_timeout=None))}
+        tmp_path, {"0101": (HEAD, with_attributes(ADD_NICKNAME, ddl_lock_timeout=None))}
     )
-    migrator.upgrade(pg_url, "0002", script_location=scripts)
+    migrator.upgrade(pg_url, HEAD, script_location=scripts)
     report = Report(pg_url)
     threading.Timer(1.0, report.end).start()
     started = time.monotonic()
@@ -440,7 +440,7 @@ def test_a_revision_can_opt_out_of_the_lock_timeout(pg_url: str, tmp_path: Path)
     ) as m:
         m.upgrade()
     assert time.monotonic() - started >= 0.9  # it waited for the report, as it asked
-    assert versions(pg_url) == ["0003"]
+    assert versions(pg_url) == ["0101"]
 
 
 @pytest.mark.postgresql
@@ -448,9 +448,9 @@ def test_an_invalid_revision_attribute_is_an_error_that_names_it(
     pg_url: str, tmp_path: Path
 ) -> None:
     scripts = make_script_dir(
-        tmp_path, {"0003": ("0002", with_attributes(ADD_NICKNAME, ddl_retries=-1))}
+        tmp_path, {"0101": (HEAD, with_attributes(ADD_NICKNAME, ddl_retries=-1))}
     )
-    with pytest.raises(MigrationError, match=r"revision 0003: ddl_retries = -1 is not valid"):
+    with pytest.raises(MigrationError, match=r"revision 0101: ddl_retries = -1 is not valid"):
         migrator.upgrade(pg_url, script_location=scripts)
 
 
@@ -485,10 +485,10 @@ def test_create_index_concurrently_in_an_autocommit_block(
             f"ALTER DATABASE \"{database}\" SET default_transaction_isolation = '{isolation}'"
         )
     engine.dispose()
-    scripts = make_script_dir(tmp_path, {"0003": ("0002", CONCURRENT_INDEX)})
+    scripts = make_script_dir(tmp_path, {"0101": (HEAD, CONCURRENT_INDEX)})
     migrator.upgrade(pg_url, script_location=scripts, lock_timeout=30)
     with Migrator(settings(pg_url, schema_ddl_lock_timeout=0.5), script_location=scripts) as m:
-        m.downgrade("0002")
+        m.downgrade(HEAD)
         m.upgrade()
     engine = sa.create_engine(pg_url, poolclass=NullPool)
     try:
@@ -518,8 +518,8 @@ def test_create_index_concurrently_in_an_autocommit_block(
 def test_a_revision_blocked_after_its_autocommit_block_committed_is_not_retried(
     pg_url: str, tmp_path: Path
 ) -> None:
-    scripts = make_script_dir(tmp_path, {"0003": ("0002", CONCURRENT_THEN_ALTER)})
-    migrator.upgrade(pg_url, "0002", script_location=scripts)
+    scripts = make_script_dir(tmp_path, {"0101": (HEAD, CONCURRENT_THEN_ALTER)})
+    migrator.upgrade(pg_url, HEAD, script_location=scripts)
     report = Report(pg_url)
     try:
         with (
@@ -534,16 +534,16 @@ def test_a_revision_blocked_after_its_autocommit_block_committed_is_not_retried(
         report.end()
     assert caught.value.attempts == 1
     assert "INVALID index" in str(caught.value)
-    assert versions(pg_url) == ["0002"]
+    assert versions(pg_url) == [HEAD]
 
 
 @pytest.fixture
 def two_steps(pg_url: str, tmp_path: Path) -> tuple[str, Path]:
-    """At 0002; 0003 creates a table (no lock on users), 0004 alters ``users``."""
+    """At the shipped head; 0101 creates a table (no lock on users), 0102 alters ``users``."""
     scripts = make_script_dir(
-        tmp_path, {"0003": ("0002", CREATE_SIDE_TABLE), "0004": ("0003", ADD_NICKNAME)}
+        tmp_path, {"0101": (HEAD, CREATE_SIDE_TABLE), "0102": ("0101", ADD_NICKNAME)}
     )
-    migrator.upgrade(pg_url, "0002", script_location=scripts)
+    migrator.upgrade(pg_url, HEAD, script_location=scripts)
     return pg_url, scripts
 
 
@@ -564,7 +564,7 @@ def test_a_relative_destination_is_not_retried_after_a_step_committed(
             m.upgrade("+2")
     finally:
         report.end()
-    assert versions(url) == ["0003"]
+    assert versions(url) == ["0101"]
 
 
 @pytest.mark.postgresql
@@ -577,18 +577,18 @@ def test_an_absolute_destination_is_retried_from_where_it_stopped(
     with Migrator(
         settings(url, schema_ddl_lock_timeout=0.3, schema_ddl_retries=10), script_location=scripts
     ) as m:
-        state = m.upgrade("0004")
-    assert state.current == ("0004",)
+        state = m.upgrade("0102")
+    assert state.current == ("0102",)
     assert "retry 1 of 10" in caplog.text
-    assert "revision 0004 (upgrade)" in caplog.text
+    assert "revision 0102 (upgrade)" in caplog.text
 
 
 # -- nothing leaks, nothing for reads, nothing on SQLite -----------------------------------------
 
 
 @pytest.mark.postgresql
-def test_set_local_never_leaks_to_the_session(at_0002: tuple[str, Path]) -> None:
-    url, scripts = at_0002
+def test_set_local_never_leaks_to_the_session(at_head: tuple[str, Path]) -> None:
+    url, scripts = at_head
     # One pooled connection, reused by the migration and then by this test.
     engine = sa.create_engine(url, pool_size=1, max_overflow=0)
     try:
@@ -613,7 +613,7 @@ def test_set_local_never_leaks_to_the_session(at_0002: tuple[str, Path]) -> None
 def test_each_revision_sets_its_timeouts_in_its_own_transaction(
     pg_url: str, tmp_path: Path, statement_log: Any
 ) -> None:
-    scripts = make_script_dir(tmp_path, {"0003": ("0002", ADD_NICKNAME)})
+    scripts = make_script_dir(tmp_path, {"0101": (HEAD, ADD_NICKNAME)})
     engine = sa.create_engine(pg_url, poolclass=NullPool)
     try:
         with Migrator(
@@ -624,18 +624,18 @@ def test_each_revision_sets_its_timeouts_in_its_own_transaction(
         engine.dispose()
     ran = statement_log.on(engine)
     guards = [i for i, s in enumerate(ran) if "set_config('lock_timeout'" in s]
-    assert len(guards) == 3  # one per revision
+    assert len(guards) == len(SHIPPED) + 1  # one per revision
     assert all("set_config('statement_timeout'" in ran[i] for i in guards)
     assert not any(re.match(r"\s*SET\s+(lock|statement)_timeout", s, re.I) for s in ran)
 
 
 @pytest.mark.postgresql
 def test_read_only_and_offline_runs_set_and_watch_nothing(
-    at_0002: tuple[str, Path], statement_log: Any
+    at_head: tuple[str, Path], statement_log: Any
 ) -> None:
     from alembic import command
 
-    url, scripts = at_0002
+    url, scripts = at_head
     current_config = make_alembic_config(settings(url), script_location=scripts)
     command.current(current_config)
     with Migrator(settings(url), script_location=scripts) as m:

@@ -27,7 +27,8 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 from helpers.db import versions
-from helpers.scripts import COUNT, make_script_dir
+from helpers.scripts import COUNT, HEAD, make_script_dir
+from helpers.scripts import SHIPPED as SHIPPED_REVISIONS
 from sqlalchemy.pool import NullPool
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -60,8 +61,8 @@ def make_url(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], str
 
 @pytest.fixture
 def counting_scripts(tmp_path: Path) -> Path:
-    """The real revisions plus ``0003``, which records each run in ``migration_runs``."""
-    return make_script_dir(tmp_path, {"0003": ("0002", COUNT)})
+    """The real revisions plus ``0101``, which records each run in ``migration_runs``."""
+    return make_script_dir(tmp_path, {"0101": (HEAD, COUNT)})
 
 
 @pytest.fixture
@@ -170,7 +171,7 @@ def assert_migrated_once(url: str, results: list[tuple[int, str]]) -> None:
     failures = [err[-2000:] for status, err in results if status != 0]
     assert failures == []
     assert count_rows(url, "migration_runs") == 1
-    assert versions(url) == ["0003"]
+    assert versions(url) == ["0101"]
 
 
 @pytest.mark.slow
@@ -188,7 +189,7 @@ def test_a_crowd_of_alembic_upgrades_on_a_fresh_database_migrates_once(
         # Every revision run is reported (on stdout): each ran once in all.
         logged = "".join(err for _, err in results)
         ran = re.findall(r"Running upgrade (\w*) -> (\w+)", logged)
-        assert sorted(ran) == [("", "0001"), ("0001", "0002"), ("0002", "0003")]
+        assert sorted(ran) == [*SHIPPED, (HEAD, "0101")]
     assert list(workdir.iterdir()) == []
 
 
@@ -222,7 +223,7 @@ def assert_each_revision_ran_once(
     assert sorted(ran) == expected
 
 
-SHIPPED = [("", "0001"), ("0001", "0002")]
+SHIPPED = list(zip(("", *SHIPPED_REVISIONS[:-1]), SHIPPED_REVISIONS, strict=True))
 
 
 @pytest.mark.slow
@@ -235,7 +236,7 @@ def test_a_crowd_of_flask_db_upgrades_on_a_fresh_database_migrates_once(
             [flask_door(url) for _ in range(CROWD)], tmp_path / f"barrier{round_}", workdir
         )
         assert [err[-2000:] for status, err in results if status != 0] == []
-        assert versions(url) == ["0002"]
+        assert versions(url) == [HEAD]
         assert_each_revision_ran_once(results, SHIPPED)
 
 
@@ -253,7 +254,7 @@ def test_a_crowd_with_flask_db_among_every_door_migrates_once(
         ]
         results = run_crowd(commands, tmp_path / f"barrier{round_}", workdir)
         assert [err[-2000:] for status, err in results if status != 0] == []
-        assert versions(url) == ["0002"]
+        assert versions(url) == [HEAD]
         assert_each_revision_ran_once(results, SHIPPED)
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from helpers.scripts import DROP_ENDPOINT, NOOP, make_script_dir
+from helpers.scripts import DROP_ENDPOINT, HEAD, NOOP, make_script_dir
 from sqlalchemy.pool import NullPool
 
 from ai_secretary_schema import migrator
@@ -25,14 +25,14 @@ from ai_secretary_schema.models import Base
 
 @pytest.fixture
 def drifted_scripts(tmp_path: Path) -> Path:
-    """A head (``0003``) that drops ``performance_alerts.endpoint``, which the models still have."""
-    return make_script_dir(tmp_path, {"0003": ("0002", DROP_ENDPOINT)})
+    """A head (``0101``) that drops ``performance_alerts.endpoint``, which the models still have."""
+    return make_script_dir(tmp_path, {"0101": (HEAD, DROP_ENDPOINT)})
 
 
 @pytest.fixture
 def two_heads(tmp_path: Path) -> Path:
-    """Two revisions on top of ``0002``: a diverged history."""
-    return make_script_dir(tmp_path, {"0003": ("0002", NOOP), "0004": ("0002", NOOP)})
+    """Two revisions on top of the shipped head: a diverged history."""
+    return make_script_dir(tmp_path, {"0101": (HEAD, NOOP), "0102": (HEAD, NOOP)})
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -119,7 +119,7 @@ def test_validate_fails_on_a_database_behind_head_and_leaves_it_there(
     report = json.loads(capsys.readouterr().out)
     assert (report["current"], report["heads"], report["missing_tables"]) == (
         ["0001"],
-        ["0002"],
+        [HEAD],
         ["performance_alerts"],
     )
     assert migrator.current(db_url).current == ("0001",)

@@ -1,6 +1,6 @@
 """A failed or killed upgrade leaves no half state and no lock behind.
 
-A test-only script directory adds revision ``0003`` to the real ones: in one variant it creates
+A test-only script directory adds revision ``0101`` to the real ones: in one variant it creates
 ``half_done``, writes a row and raises; in the other it creates ``half_done`` and blocks until the
 process is killed with SIGKILL. Both dialects run each test: PostgreSQL has transactional DDL;
 SQLite gets it because the package's engine issues a real ``BEGIN`` (see ``engine.py``).
@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 from helpers.db import table_names, versions
-from helpers.scripts import BLOCK, FAIL, make_script_dir
+from helpers.scripts import BLOCK, FAIL, HEAD, make_script_dir
 from sqlalchemy.pool import NullPool
 
 from ai_secretary_schema import migrator
@@ -31,14 +31,14 @@ WORKER = Path(__file__).parent / "helpers" / "startup_worker.py"
 
 @pytest.fixture
 def failing_scripts(tmp_path: Path) -> Path:
-    """The real revisions plus ``0003``, which creates a table, writes a row and raises."""
-    return make_script_dir(tmp_path, {"0003": ("0002", FAIL)})
+    """The real revisions plus ``0101``, which creates a table, writes a row and raises."""
+    return make_script_dir(tmp_path, {"0101": (HEAD, FAIL)})
 
 
 @pytest.fixture
 def blocking_scripts(tmp_path: Path) -> Path:
-    """The real revisions plus ``0003``, which blocks when ``AIS_TEST_MARKER`` is set."""
-    return make_script_dir(tmp_path, {"0003": ("0002", BLOCK)})
+    """The real revisions plus ``0101``, which blocks when ``AIS_TEST_MARKER`` is set."""
+    return make_script_dir(tmp_path, {"0101": (HEAD, BLOCK)})
 
 
 def advisory_locks(url: str) -> int:
@@ -68,16 +68,16 @@ def test_a_failed_revision_leaves_the_database_at_the_previous_one(
 ) -> None:
     with pytest.raises(MigrationError) as caught:
         migrator.upgrade(db_url, script_location=failing_scripts)
-    assert caught.value.failed_revision == "0003"
-    assert caught.value.revision == "0002"
-    assert versions(db_url) == ["0002"]
+    assert caught.value.failed_revision == "0101"
+    assert caught.value.revision == HEAD
+    assert versions(db_url) == [HEAD]
     assert "half_done" not in table_names(db_url)
 
 
 def test_the_error_of_a_failed_revision_names_it_and_where_the_database_was_left(
     db_url: str, failing_scripts: Path
 ) -> None:
-    with pytest.raises(MigrationError, match=r"failed in revision 0003 .*left at revision 0002"):
+    with pytest.raises(MigrationError, match=rf"failed in revision 0101 .*left at revision {HEAD}"):
         migrator.upgrade(db_url, script_location=failing_scripts)
 
 
@@ -87,7 +87,7 @@ def test_the_startup_hook_raises_the_same_error(db_url: str, failing_scripts: Pa
         pytest.raises(MigrationError) as caught,
     ):
         manager.run_startup("upgrade")
-    assert (caught.value.failed_revision, caught.value.revision) == ("0003", "0002")
+    assert (caught.value.failed_revision, caught.value.revision) == ("0101", HEAD)
     assert "half_done" not in table_names(db_url)
 
 
@@ -109,7 +109,7 @@ def test_the_advisory_key_depends_on_the_database_name() -> None:
 def test_a_worker_killed_mid_upgrade_leaves_no_lock_and_the_next_start_completes(
     db_url: str, blocking_scripts: Path, tmp_path: Path
 ) -> None:
-    marker = tmp_path / "inside-0003"
+    marker = tmp_path / "inside-0101"
     victim = subprocess.Popen(
         [sys.executable, str(WORKER), db_url, "--script-location", str(blocking_scripts)],
         env={**os.environ, "AIS_TEST_MARKER": str(marker)},
@@ -118,8 +118,8 @@ def test_a_worker_killed_mid_upgrade_leaves_no_lock_and_the_next_start_completes
     )
     deadline = time.monotonic() + 60
     while not marker.exists():
-        assert victim.poll() is None, "the worker ended before reaching revision 0003"
-        assert time.monotonic() < deadline, "the worker never reached revision 0003"
+        assert victim.poll() is None, "the worker ended before reaching revision 0101"
+        assert time.monotonic() < deadline, "the worker never reached revision 0101"
         time.sleep(0.02)
     os.kill(victim.pid, signal.SIGKILL)
     victim.wait(timeout=30)
@@ -129,7 +129,7 @@ def test_a_worker_killed_mid_upgrade_leaves_no_lock_and_the_next_start_completes
     while not lock_is_free(db_url):
         assert time.monotonic() < deadline, "the killed worker's lock was left behind"
         time.sleep(0.05)
-    assert versions(db_url) == ["0002"]
+    assert versions(db_url) == [HEAD]
     assert "half_done" not in table_names(db_url)
 
     next_start = subprocess.run(
@@ -148,5 +148,5 @@ def test_a_worker_killed_mid_upgrade_leaves_no_lock_and_the_next_start_completes
         check=False,
     )
     assert next_start.returncode == 0, next_start.stderr
-    assert versions(db_url) == ["0003"]
+    assert versions(db_url) == ["0101"]
     assert "half_done" in table_names(db_url)

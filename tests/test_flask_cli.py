@@ -20,6 +20,7 @@ from urllib.parse import quote
 
 import pytest
 from helpers.db import table_names
+from helpers.scripts import BEFORE_HEAD, HEAD
 
 from ai_secretary_schema import migrator
 from ai_secretary_schema.flask import SchemaExtension
@@ -93,12 +94,12 @@ def exercise_every_command(env: dict[str, str]) -> None:
     """upgrade, check, current, history, heads, downgrade base, check (fails), stamp head."""
     ok(run_flask("db", "upgrade", env=env))
     assert "No new upgrade operations detected" in ok(run_flask("db", "check", env=env))
-    assert ok(run_flask("db", "current", env=env)).split() == ["0002", "(head)"]
+    assert ok(run_flask("db", "current", env=env)).split() == [HEAD, "(head)"]
     history = ok(run_flask("db", "history", env=env))
     assert "<base> -> 0001" in history
-    assert "0001 -> 0002 (ai_secretary_schema) (head)" in history
+    assert f"{BEFORE_HEAD} -> {HEAD} (ai_secretary_schema) (head)" in history
     assert ok(run_flask("db", "heads", env=env)).split() == [
-        "0002",
+        HEAD,
         "(ai_secretary_schema)",
         "(head)",
     ]
@@ -108,7 +109,7 @@ def exercise_every_command(env: dict[str, str]) -> None:
     assert behind.returncode == 1
     assert "not up to date" in behind.stderr
     ok(run_flask("db", "stamp", "head", env=env))
-    assert ok(run_flask("db", "current", env=env)).split() == ["0002", "(head)"]
+    assert ok(run_flask("db", "current", env=env)).split() == [HEAD, "(head)"]
 
 
 def test_every_flask_db_command(db_url: str) -> None:
@@ -127,7 +128,7 @@ def test_every_flask_db_command_with_flask_sqlalchemy_sharing_the_engine(
         return ok(run_flask(*args, env=env, app="host_app:create_app", cwd=tmp_path))
 
     run("db", "upgrade")
-    assert run("db", "current").split() == ["0002", "(head)"]
+    assert run("db", "current").split() == [HEAD, "(head)"]
     # The host's own table is the host's: the package's migrations neither create nor report it.
     assert "No new upgrade operations detected" in run("db", "check")
     assert table_names(db_url) == {"alembic_version", "tenants", "users", "performance_alerts"}
@@ -167,7 +168,7 @@ def test_x_url_migrates_the_database_it_names(sqlite_url: str, tmp_path: Path) -
     assert table_names(sqlite_url) == set()  # the application's database was left alone
     # The group's -x reaches every command (`current` has no -x of its own).
     current = ok(run_flask("db", "-x", f"url={other}", "current", env=env))
-    assert current.split() == ["0002", "(head)"]
+    assert current.split() == [HEAD, "(head)"]
 
 
 @pytest.mark.sqlite
@@ -193,7 +194,7 @@ def test_flask_db_migrate_autogenerates_into_a_scratch_directory(
     generated = list((scripts / "versions").glob("*nothing_changed.py"))
     assert len(generated) == 1
     text = generated[0].read_text()
-    assert "down_revision: str | Sequence[str] | None = '0002'" in text or "'0002'" in text
+    assert f"'{HEAD}'" in text
     assert "op.create_table" not in text  # the models match the migrations
 
 
@@ -202,7 +203,7 @@ def test_legacy_postgres_scheme(pg_url: str) -> None:
     legacy = pg_url.replace("postgresql+psycopg2://", "postgres://", 1)
     env = flask_env(legacy)
     ok(run_flask("db", "upgrade", env=env))
-    assert ok(run_flask("db", "current", env=env)).split() == ["0002", "(head)"]
+    assert ok(run_flask("db", "current", env=env)).split() == [HEAD, "(head)"]
     assert "No new upgrade operations detected" in ok(run_flask("db", "check", env=env))
 
 
@@ -243,7 +244,7 @@ def test_password_with_percent_signs_survives(pg_url: str) -> None:
         ok(result)
         for secret in (password, quote(password, safe="")):
             assert secret not in result.stdout + result.stderr
-    assert results[1].stdout.split() == ["0002", "(head)"]
+    assert results[1].stdout.split() == [HEAD, "(head)"]
 
 
 @pytest.mark.sqlite

@@ -2,7 +2,8 @@
 database, as the offline SQL of its own step.
 
 Every fixture history is the shipped revisions (0001 creates ``tenants`` and ``users``, 0002
-``performance_alerts``, with rows in production) plus revisions 0003, 0004 … built in
+``performance_alerts``, with rows in production, 0003 row-level security) plus revisions 0101,
+0102 … built in
 ``tmp_path``. A rule fires on a table an earlier revision created; the same operation on a table
 the revision creates itself is clean.
 """
@@ -14,7 +15,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from helpers.scripts import make_script_dir
+from helpers.scripts import HEAD, SHIPPED, make_script_dir
 
 from ai_secretary_schema.cli import main
 from ai_secretary_schema.errors import MigrationError, RevisionRangeError
@@ -37,10 +38,10 @@ def revision(upgrade: str, *, downgrade: str = UNDO, top: str = "") -> str:
 
 
 def history(root: Path, *bodies: str) -> Path:
-    """The shipped revisions, then ``bodies`` as 0003, 0004 …, each on the one before."""
+    """The shipped revisions, then ``bodies`` as 0101, 0102 …, each on the one before."""
     extra: dict[str, tuple[str | None, str]] = {}
-    down = "0002"
-    for number, body in enumerate(bodies, start=3):
+    down = HEAD
+    for number, body in enumerate(bodies, start=101):
         extra[f"{number:04d}"] = (down, body)
         down = f"{number:04d}"
     return make_script_dir(root, extra)
@@ -305,7 +306,7 @@ def test_every_error_rule_has_a_case() -> None:
 def test_an_unsafe_revision_is_found_with_its_rule_revision_and_statement(
     tmp_path: Path, rule: str, unsafe: list[str], statement: str, safe: list[str]
 ) -> None:
-    assert errors(lint(script_location=history(tmp_path, *unsafe))) == [(rule, "0003", statement)]
+    assert errors(lint(script_location=history(tmp_path, *unsafe))) == [(rule, "0101", statement)]
 
 
 @pytest.mark.parametrize(("rule", "unsafe", "statement", "safe"), CASES)
@@ -327,7 +328,7 @@ def test_each_finding_says_the_lock_and_the_safe_way(
 def test_the_shipped_history_is_clean() -> None:
     report = lint()
 
-    assert (report.revisions, report.findings) == (("0001", "0002"), ())
+    assert (report.revisions, report.findings) == (SHIPPED, ())
 
 
 def test_lint_never_reads_the_database_url(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -342,7 +343,7 @@ def test_a_revision_that_cannot_emit_offline_sql_is_an_error_naming_where(
 ) -> None:
     body = revision('op.get_bind().execute(sa.text("SELECT count(*) FROM users")).scalar()')
 
-    with pytest.raises(MigrationError, match=r"revision after 0002 .*is_offline_mode"):
+    with pytest.raises(MigrationError, match=rf"revision after {HEAD} .*is_offline_mode"):
         lint(script_location=history(tmp_path, body))
 
 
@@ -444,7 +445,7 @@ def test_concurrently_after_the_autocommit_block_is_back_in_a_transaction(tmp_pa
     assert errors(lint(script_location=history(tmp_path, PLAIN, body))) == [
         (
             "concurrently-in-transaction",
-            "0004",
+            "0102",
             "CREATE INDEX CONCURRENTLY ix_users_role ON users (role)",
         )
     ]
@@ -520,8 +521,8 @@ def test_a_suppression_applies_to_its_own_revision_only(tmp_path: Path) -> None:
     )
 
     assert [(f.rule, f.revision) for f in lint(script_location=scripts).errors] == [
-        ("unused-suppression", "0003"),
-        ("drop-column", "0004"),
+        ("unused-suppression", "0101"),
+        ("drop-column", "0102"),
     ]
 
 
@@ -531,12 +532,12 @@ def test_a_suppression_applies_to_its_own_revision_only(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("revision_range", "reviewed"),
     [
-        (None, ("0001", "0002", "0003", "0004")),
-        ("0002:head", ("0003", "0004")),
-        ("0003:head", ("0004",)),
-        ("0003:", ("0004",)),
-        ("base:0003", ("0001", "0002", "0003")),
-        ("0003", ("0003",)),
+        (None, (*SHIPPED, "0101", "0102")),
+        (f"{HEAD}:head", ("0101", "0102")),
+        ("0101:head", ("0102",)),
+        ("0101:", ("0102",)),
+        ("base:0101", (*SHIPPED, "0101")),
+        ("0101", ("0101",)),
     ],
 )
 def test_a_range_reviews_the_revisions_after_its_start_up_to_its_end(
@@ -548,7 +549,7 @@ def test_a_range_reviews_the_revisions_after_its_start_up_to_its_end(
 
     assert (report.revisions, sorted({f.revision for f in report.findings})) == (
         reviewed,
-        ["0003"] if "0003" in reviewed else [],
+        ["0101"] if "0101" in reviewed else [],
     )
 
 
@@ -556,10 +557,12 @@ def test_a_range_reviews_the_revisions_after_its_start_up_to_its_end(
 def test_an_unknown_revision_in_the_range_is_a_usage_error_listing_the_revisions(
     revision_range: str,
 ) -> None:
-    with pytest.raises(RevisionRangeError, match=r"the revisions are 0001, 0002") as raised:
+    with pytest.raises(
+        RevisionRangeError, match=rf"the revisions are {', '.join(SHIPPED)}"
+    ) as raised:
         lint(revision_range)
 
-    assert raised.value.known == ("0001", "0002")
+    assert raised.value.known == SHIPPED
 
 
 # -- the command line ------------------------------------------------------------------------
@@ -567,7 +570,7 @@ def test_an_unknown_revision_in_the_range_is_a_usage_error_listing_the_revisions
 
 def test_lint_exits_0_on_the_shipped_history(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["lint"]) == 0
-    assert capsys.readouterr().out == "lint: 2 revision(s) reviewed, no findings\n"
+    assert capsys.readouterr().out == f"lint: {len(SHIPPED)} revision(s) reviewed, no findings\n"
 
 
 def test_lint_exits_1_listing_each_finding_with_its_safe_way(
@@ -577,7 +580,7 @@ def test_lint_exits_1_listing_each_finding_with_its_safe_way(
 
     assert main(["lint", "--script-location", str(scripts)]) == 1
     assert capsys.readouterr().out.splitlines()[::2] == [
-        "0003 drop-column: ALTER TABLE users DROP COLUMN last_login_at",
+        "0101 drop-column: ALTER TABLE users DROP COLUMN last_login_at",
         f"    safe: {RULES['drop-column'].safe}",
     ]
 
@@ -587,11 +590,11 @@ def test_lint_json_is_a_list_of_findings(
 ) -> None:
     scripts = history(tmp_path, revision(DROP_LOGIN))
 
-    assert main(["lint", "--json", "--script-location", str(scripts), "0002:head"]) == 1
+    assert main(["lint", "--json", "--script-location", str(scripts), f"{HEAD}:head"]) == 1
     (finding,) = json.loads(capsys.readouterr().out)
     assert {key: finding[key] for key in ("rule", "revision", "statement", "table")} == {
         "rule": "drop-column",
-        "revision": "0003",
+        "revision": "0101",
         "statement": "ALTER TABLE users DROP COLUMN last_login_at",
         "table": "users",
     }
@@ -609,7 +612,7 @@ def test_lint_exits_2_on_an_unknown_revision(capsys: pytest.CaptureFixture[str])
     assert main(["lint", "0001:0009"]) == 2
     error = capsys.readouterr().err
     assert "0009" in error
-    assert "the revisions are 0001, 0002" in error
+    assert f"the revisions are {', '.join(SHIPPED)}" in error
 
 
 # -- SQLite: batch mode copies a table --------------------------------------------------------
@@ -649,7 +652,7 @@ def test_a_revision_that_cannot_run_on_sqlite_is_information(tmp_path: Path) -> 
 
     assert (report.ok, [(f.rule, f.revision) for f in report.findings]) == (
         True,
-        [("sqlite-not-reviewed", "0003")],
+        [("sqlite-not-reviewed", "0101")],
     )
 
 
@@ -663,7 +666,7 @@ def test_check_fails_on_an_unsafe_revision_and_names_the_safe_way(
 
     assert main(["check", "--script-location", str(scripts)]) == 1
     out = capsys.readouterr().out
-    assert "  - lint 0003 create-index-non-concurrently: CREATE INDEX ix_users_role" in out
+    assert "  - lint 0101 create-index-non-concurrently: CREATE INDEX ix_users_role" in out
     assert RULES["create-index-non-concurrently"].safe in out
 
 
@@ -676,7 +679,7 @@ def test_check_json_carries_the_findings(
     report = json.loads(capsys.readouterr().out)
     assert (report["ok"], [(f["rule"], f["revision"]) for f in report["lint"]]) == (
         False,
-        [("create-index-non-concurrently", "0003")],
+        [("create-index-non-concurrently", "0101")],
     )
 
 
@@ -726,7 +729,7 @@ def test_an_unsafe_revision_the_lint_predicts_to_fail_fails_on_postgresql_with_r
     (unsafe,) = next(case.values[1] for case in CASES if case.values[0] == rule)
     settings = SchemaSettings.resolve(database_url=pg_url)
     with Migrator(settings, script_location=history(tmp_path, unsafe)) as migrator:
-        migrator.upgrade("0002")
+        migrator.upgrade(HEAD)
         with migrator.engine.begin() as connection:
             connection.exec_driver_sql("INSERT INTO tenants (id, name, slug) VALUES (1, 't', 't')")
             connection.exec_driver_sql(

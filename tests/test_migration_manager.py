@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 from helpers.db import execute, table_names
+from helpers.scripts import HEAD
 from sqlalchemy.pool import NullPool
 
 from ai_secretary_schema import migrator
@@ -42,7 +43,7 @@ def test_upgrade_mode_migrates_a_fresh_database_to_head(
     report = manager.run_startup("upgrade")
     assert report.ok
     assert report.at_head
-    assert report.current == ("0002",)
+    assert report.current == (HEAD,)
     assert set(REQUIRED_TABLES) <= table_names(db_url)
 
 
@@ -51,7 +52,7 @@ def test_the_second_start_takes_the_warm_path(manager: MigrationManager) -> None
     report = manager.run_startup("upgrade")
     assert report.fast_path
     assert report.ok
-    assert report.current == ("0002",)
+    assert report.current == (HEAD,)
 
 
 def test_the_mode_defaults_to_schema_startup(db_url: str) -> None:
@@ -121,7 +122,7 @@ def test_ensure_tables_exist_creates_them_by_migrating(
     manager: MigrationManager, db_url: str
 ) -> None:
     assert manager.ensure_tables_exist() is True
-    assert manager.validate_schema().current == ("0002",)
+    assert manager.validate_schema().current == (HEAD,)
 
 
 def test_create_performance_alerts_table_runs_its_migration(

@@ -25,6 +25,7 @@ import pytest
 import sqlalchemy as sa
 from helpers.db import admin_connection, versions
 from helpers.pgbouncer import PgBouncer
+from helpers.scripts import HEAD
 from psycopg2 import sql
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
@@ -107,7 +108,7 @@ def test_the_startup_hook_migrates_direct_while_the_app_goes_through_the_pooler(
 
     assert schema.schema_report is not None
     assert schema.schema_report.ok
-    assert versions(direct_url) == ["0002"]
+    assert versions(direct_url) == [HEAD]
     assert table_owner(direct_url, "tenants") == "postgres"
     # The application's engine is the pooler's, as the role, and works there.
     assert schema.engine.url.port == pgbouncer.port
@@ -166,7 +167,7 @@ def test_every_door_migrates_through_the_migration_url(
     )
     if migration_url:
         assert result.returncode == 0, result.stderr
-        assert versions(direct_url) == ["0002"]
+        assert versions(direct_url) == [HEAD]
         assert table_owner(direct_url, "tenants") == "postgres"
     else:
         assert result.returncode != 0
@@ -240,7 +241,7 @@ def test_the_migrator_does_not_use_the_applications_engine_with_a_migration_url(
         ) as migrating:
             assert migrating.engine is not app_engine
             assert migrating.upgrade().at_head
-        assert versions(direct) == ["0002"]
+        assert versions(direct) == [HEAD]
         assert not (tmp_path / "app.db").exists()
     finally:
         app_engine.dispose()

@@ -30,7 +30,7 @@ import pytest
 import sqlalchemy as sa
 from helpers.db import table_names, versions
 from helpers.pgbouncer import PgBouncer
-from helpers.scripts import BLOCK, COUNT, make_script_dir
+from helpers.scripts import BLOCK, COUNT, HEAD, make_script_dir
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
@@ -132,10 +132,10 @@ def fleet_problems(
     if "migration_runs" in table_names(direct_url):
         runs = query(direct_url, "SELECT count(*) FROM migration_runs")[0][0]
         if runs != 1:
-            problems.append(f"revision 0003 ran {runs} times")
+            problems.append(f"revision 0101 ran {runs} times")
     else:
-        problems.append("revision 0003 never committed")
-    if versions(direct_url) != ["0003"]:
+        problems.append("revision 0101 never committed")
+    if versions(direct_url) != ["0101"]:
         problems.append(f"alembic_version is {versions(direct_url)}")
     left = advisory_locks(direct_url)
     if left:
@@ -145,7 +145,7 @@ def fleet_problems(
 
 @pytest.fixture
 def counting_scripts(tmp_path: Path) -> Path:
-    return make_script_dir(tmp_path, {"0003": ("0002", COUNT)})
+    return make_script_dir(tmp_path, {"0101": (HEAD, COUNT)})
 
 
 def pooled(pgbouncer: PgBouncer, direct_url: str, driver: str = "postgresql+psycopg2") -> str:
@@ -202,9 +202,9 @@ def test_the_same_fleet_with_a_session_advisory_lock_fails(
 def test_a_migrator_killed_behind_pgbouncer_leaves_no_lock_and_the_next_start_is_immediate(
     pgbouncer: PgBouncer, pg_url: str, tmp_path: Path
 ) -> None:
-    scripts = make_script_dir(tmp_path, {"0003": ("0002", BLOCK)})
+    scripts = make_script_dir(tmp_path, {"0101": (HEAD, BLOCK)})
     url = pooled(pgbouncer, pg_url)
-    marker = tmp_path / "inside-0003"
+    marker = tmp_path / "inside-0101"
     victim = subprocess.Popen(
         [sys.executable, str(STARTUP_WORKER), url, "--script-location", str(scripts)],
         env={**os.environ, "AIS_TEST_MARKER": str(marker)},
@@ -213,8 +213,8 @@ def test_a_migrator_killed_behind_pgbouncer_leaves_no_lock_and_the_next_start_is
     )
     deadline = time.monotonic() + 60
     while not marker.exists():
-        assert victim.poll() is None, "the worker ended before reaching revision 0003"
-        assert time.monotonic() < deadline, "the worker never reached revision 0003"
+        assert victim.poll() is None, "the worker ended before reaching revision 0101"
+        assert time.monotonic() < deadline, "the worker never reached revision 0101"
         time.sleep(0.02)
     assert advisory_locks(pg_url) == 1  # held, in the victim's open transaction
     os.kill(victim.pid, signal.SIGKILL)
@@ -241,7 +241,7 @@ def test_a_migrator_killed_behind_pgbouncer_leaves_no_lock_and_the_next_start_is
     assert next_start.returncode == 0, next_start.stderr
     # A process start (imports ~1-2 s) and a migration, no wait for the dead worker's lock.
     assert elapsed < 10, f"took {elapsed:.1f} s"
-    assert versions(pg_url) == ["0003"]
+    assert versions(pg_url) == ["0101"]
     assert "half_done" in table_names(pg_url)
     assert advisory_locks(pg_url) == 0
 
@@ -318,7 +318,7 @@ def test_both_drivers_migrate_and_query_through_the_pooler(
     finally:
         for engine in engines:
             engine.dispose()
-    assert versions(pg_url) == ["0003"]
+    assert versions(pg_url) == ["0101"]
 
 
 def interleave_transactions(engines: list[sa.Engine], rounds: int = 20) -> None:

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers.scripts import HEAD
 
 from ai_secretary_schema.errors import MigrationError
 from ai_secretary_schema.migration_manager import MigrationManager
@@ -46,7 +47,11 @@ def test_an_upgrade_reports_each_revision_with_its_duration(
 ) -> None:
     result = _run(*door, "upgrade", "head", cwd=tmp_path, url=db_url)
 
-    assert _steps(result.stdout) == [("upgrade", "", "0001"), ("upgrade", "0001", "0002")]
+    assert _steps(result.stdout) == [
+        ("upgrade", "", "0001"),
+        ("upgrade", "0001", "0002"),
+        ("upgrade", "0002", "0003"),
+    ]
 
 
 @pytest.mark.parametrize("door", DOORS.values(), ids=DOORS.keys())
@@ -55,7 +60,11 @@ def test_a_downgrade_reports_each_revision(door: list[str], db_url: str, tmp_pat
 
     result = _run(*door, "downgrade", "base", cwd=tmp_path, url=db_url)
 
-    assert _steps(result.stdout) == [("downgrade", "0002", "0001"), ("downgrade", "0001", "")]
+    assert _steps(result.stdout) == [
+        ("downgrade", "0003", "0002"),
+        ("downgrade", "0002", "0001"),
+        ("downgrade", "0001", ""),
+    ]
 
 
 @pytest.mark.parametrize("door", DOORS.values(), ids=DOORS.keys())
@@ -68,13 +77,13 @@ def test_nothing_to_run_reports_nothing(door: list[str], db_url: str, tmp_path: 
 
 
 def test_a_failing_revision_is_reported_as_failed(sqlite_url: str, tmp_path: Path) -> None:
-    scripts = make_script_dir(tmp_path, {"0003": ("0002", FAIL)})
+    scripts = make_script_dir(tmp_path, {"0101": (HEAD, FAIL)})
 
     result = _run(
         *DOORS["cli"], "upgrade", "--script-location", str(scripts), cwd=tmp_path, url=sqlite_url
     )
 
-    assert result.stdout.splitlines()[-1].startswith("Running upgrade 0002 -> 0003")
+    assert result.stdout.splitlines()[-1].startswith(f"Running upgrade {HEAD} -> 0101")
     assert result.stdout.splitlines()[-1].endswith("failed")
 
 
@@ -96,6 +105,8 @@ def test_the_startup_hook_logs_each_revision_at_info(
         "Ran upgrade  -> 0001",
         "Running upgrade 0001 -> 0002",
         "Ran upgrade 0001 -> 0002",
+        "Running upgrade 0002 -> 0003",
+        "Ran upgrade 0002 -> 0003",
     ]
 
 
@@ -114,7 +125,7 @@ def test_the_startup_hook_logs_nothing_when_nothing_runs(
 def test_the_startup_hook_names_a_failing_revision_before_it_fails(
     sqlite_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    scripts = make_script_dir(tmp_path, {"0003": ("0002", FAIL)})
+    scripts = make_script_dir(tmp_path, {"0101": (HEAD, FAIL)})
     caplog.set_level(logging.INFO, logger="ai_secretary_schema.progress")
 
     with (
@@ -123,4 +134,4 @@ def test_the_startup_hook_names_a_failing_revision_before_it_fails(
     ):
         manager.run_startup("upgrade")
 
-    assert _progress_messages(caplog)[-1].startswith("Running upgrade 0002 -> 0003")
+    assert _progress_messages(caplog)[-1].startswith(f"Running upgrade {HEAD} -> 0101")

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 from helpers.db import DESIGN_DDL, ID_COLUMN
+from helpers.scripts import HEAD
 from sqlalchemy import Engine, make_url
 
 from ai_secretary_schema import migrator
@@ -212,7 +213,7 @@ def test_round_trip_base_head_base_head(db_url: str) -> None:
         migrator.downgrade(db_url, "base").current,
         migrator.upgrade(db_url).current,
     ]
-    assert states == [("0002",), (), ("0002",)]
+    assert states == [(HEAD,), (), (HEAD,)]
 
 
 def test_downgrade_one_step_keeps_the_rows_of_earlier_tables(db_url: str) -> None:

@@ -33,6 +33,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from helpers.scripts import HEAD as SHIPPED_HEAD
 from helpers.scripts import NOOP, make_script_dir, revision_file
 from sqlalchemy.engine import Engine
 from sqlalchemy.pool import NullPool
@@ -53,7 +54,7 @@ from ai_secretary_schema.settings import StartupMode
 
 #: Outside the racy window: a key taken over files this old may be stored under.
 LONG_AGO = time.time() - 3600
-HEAD = ("0002",)
+HEAD = (SHIPPED_HEAD,)
 
 
 # --------------------------------------------------------------------------------------------
@@ -472,8 +473,8 @@ def touch(path: Path) -> None:
 
 
 def add_revision(script_dir: Path) -> None:
-    path = script_dir / "versions" / "0003_noop.py"
-    path.write_text(revision_file("0003", "0002", NOOP))
+    path = script_dir / "versions" / "0101_noop.py"
+    path.write_text(revision_file("0101", SHIPPED_HEAD, NOOP))
     touch(path)
 
 
@@ -733,7 +734,7 @@ def test_a_new_revision_is_applied_after_a_warm_start(db_url: str, script_dir: P
     add_revision(script_dir)
     with MigrationManager(url=db_url, script_location=script_dir) as manager:
         report = manager.run_startup("upgrade")
-        assert (report.fast_path, report.current) == (False, ("0003",))
+        assert (report.fast_path, report.current) == (False, ("0101",))
         assert manager.run_startup("upgrade").fast_path
 
 

@@ -15,6 +15,7 @@ import venv
 from pathlib import Path
 
 import pytest
+from helpers.scripts import HEAD
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -69,7 +70,9 @@ def _run(bin_dir: Path, *args: str, cwd: Path) -> subprocess.CompletedProcess[st
 
 def test_the_wheel_contains_every_revision(wheel_env: Path, tmp_path: Path) -> None:
     assert _run(wheel_env, "history", cwd=tmp_path).stdout.splitlines() == [
-        "0001 -> 0002 (head), Add performance_alerts.",
+        "0002 -> 0003 (head), Row-level security on users: each tenant sees and writes its own "
+        "rows only.",
+        "0001 -> 0002, Add performance_alerts.",
         "<base> -> 0001, Create tenants and users.",
     ]
 
@@ -84,7 +87,7 @@ def test_the_installed_command_upgrades_a_new_sqlite_database_to_head(
         (tmp_path / "ai_secretary.db").is_file(),
     ) == (
         0,
-        "sqlite:///ai_secretary.db: revision 0002 (at head)",
+        f"sqlite:///ai_secretary.db: revision {HEAD} (at head)",
         True,
     )
 
@@ -118,7 +121,7 @@ def test_a_plain_postgresql_url_works_with_only_psycopg2_installed(
 ) -> None:
     plain = pg_url.replace("postgresql+psycopg2://", f"{scheme}://")
     result = _run(wheel_env, "upgrade", "--url", plain, cwd=tmp_path)
-    assert (result.returncode, result.stdout.strip().endswith("revision 0002 (at head)")) == (
+    assert (result.returncode, result.stdout.strip().endswith(f"revision {HEAD} (at head)")) == (
         0,
         True,
     ), result.stderr

@@ -97,12 +97,13 @@ import sys
 import threading
 import weakref
 from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 import click
-from flask import Flask, current_app, has_app_context
+from flask import Flask, current_app, g, has_app_context
 from flask.cli import ScriptInfo
 from flask.globals import app_ctx
 from sqlalchemy.engine import URL, Engine
@@ -140,6 +141,7 @@ from ai_secretary_schema.rate_limit import RateLimitingFilter
 from ai_secretary_schema.redaction import redact_url
 from ai_secretary_schema.schema_report import SchemaReport
 from ai_secretary_schema.settings import SchemaSettings
+from ai_secretary_schema.tenancy import TENANT_RESOLVER, tenant_scope
 
 if TYPE_CHECKING:
     from flask_migrate import Migrate  # type: ignore[import-untyped]
@@ -151,6 +153,7 @@ __all__ = [
     "SchemaExtensionState",
     "install_log_filter",
     "package_loggers",
+    "request_tenant",
     "uninstall_log_filter",
 ]
 
@@ -212,6 +215,29 @@ def uninstall_log_filter(names: Iterable[str] | None = None) -> None:
         for name in package_loggers() if names is None else names:
             logging.getLogger(name).removeFilter(_log_filter)
         _log_filter.limiter.reset()
+
+
+# -- the tenant of the request -------------------------------------------------------------------
+
+
+def request_tenant() -> int | None:
+    """The tenant of the current request or application context: ``flask.g.tenant_id``.
+
+    The one place the application puts it (after authenticating, in a ``before_request``); the
+    extension's session reads it when each transaction begins.
+    """
+    if not has_app_context():
+        return None
+    tenant: int | None = g.get("tenant_id")
+    return tenant
+
+
+def _resolve_tenant_from_g(session: scoped_session[Session]) -> None:
+    """Make Flask-SQLAlchemy's sessions read the tenant from ``flask.g`` too."""
+    factory = session.session_factory
+    info = dict(factory.kw.get("info") or {})
+    info[TENANT_RESOLVER] = request_tenant
+    factory.configure(info=info)
 
 
 # -- helpers -------------------------------------------------------------------------------------
@@ -429,13 +455,17 @@ class SchemaExtension:
         session: scoped_session[Session]
         if db is None:
             engine = connection.engine or create_engine(url, settings)
-            session = scoped_session(sessionmaker(bind=engine), scopefunc=_app_context_id)
+            session = scoped_session(
+                sessionmaker(bind=engine, info={TENANT_RESOLVER: request_tenant}),
+                scopefunc=_app_context_id,
+            )
         else:
             if connection.engine is not None:
                 # It verified the database; Flask-SQLAlchemy's engine is the one that stays.
                 connection.engine.dispose()
             engine = _share_flask_sqlalchemy_engine(app, db, url, settings)
             session = cast("scoped_session[Session]", db.session)
+            _resolve_tenant_from_g(session)
         cache = FallbackCache(settings.redis_url, timeout=settings.health_check_timeout / 2)
         context = ApplicationContextManager(app)
         health = ServiceHealthManager(
@@ -617,6 +647,12 @@ class SchemaExtension:
     def schema_report(self) -> SchemaReport | None:
         """The startup hook's report (``None`` when off or not run yet)."""
         return self.state().startup_report
+
+    @staticmethod
+    def tenant_scope(tenant_id: int | None) -> AbstractContextManager[int | None]:
+        """:func:`ai_secretary_schema.tenancy.tenant_scope`: every transaction of the sessions
+        used inside the block works for ``tenant_id`` only (it wins over ``g.tenant_id``)."""
+        return tenant_scope(tenant_id)
 
     def ensure_context(self, func: Callable[..., Any]) -> Callable[..., Any]:
         """:meth:`ApplicationContextManager.ensure_context` of the (only) application."""

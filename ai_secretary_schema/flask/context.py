@@ -9,6 +9,10 @@
   so nested calls share one context (one ``g``, one session) and a worker thread of a pool never
   carries a finished task's ``g`` into the next task. ``teardown_appcontext`` handlers (which
   remove the scoped session) run exactly once, when the context that was pushed is popped.
+
+Background work takes its tenant explicitly (:meth:`~ApplicationContextManager.tenant_context`,
+:meth:`~ApplicationContextManager.submit_for_tenant`): a new context sets ``g.tenant_id`` and the
+tenant scope to the given tenant, or to none, and never inherits the caller's.
 """
 
 from __future__ import annotations
@@ -19,8 +23,10 @@ from contextlib import AbstractContextManager, contextmanager
 from functools import wraps
 from typing import Any, ParamSpec, TypeVar, cast
 
-from flask import Flask, current_app, has_app_context
+from flask import Flask, current_app, g, has_app_context
 from flask.ctx import AppContext
+
+from ai_secretary_schema.tenancy import tenant_scope
 
 __all__ = ["ApplicationContextManager"]
 
@@ -75,6 +81,39 @@ class ApplicationContextManager:
         its own ``g`` and its own session, torn down when the ``with`` block ends.
         """
         return self.app.app_context()
+
+    @contextmanager
+    def tenant_context(self, tenant_id: int | None) -> Iterator[AppContext]:
+        """A *new* application context working for ``tenant_id`` (``None``: no tenant), for
+        background work: ``g.tenant_id`` and the tenant scope are set to it, whatever the
+        caller's were, and end with the block."""
+        with self.app.app_context() as context, tenant_scope(tenant_id):
+            g.tenant_id = tenant_id
+            yield context
+
+    def run_for_tenant(
+        self, tenant_id: int | None, func: Callable[P, R], *args: P.args, **kwargs: P.kwargs
+    ) -> R:
+        """Call ``func(*args, **kwargs)`` in a new context of this app for ``tenant_id``."""
+        with self.tenant_context(tenant_id):
+            return func(*args, **kwargs)
+
+    def submit_for_tenant(
+        self,
+        executor: Executor,
+        tenant_id: int | None,
+        func: Callable[P, R],
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> Future[R]:
+        """``executor.submit`` with ``func`` run in a new context of this app for
+        ``tenant_id`` (a pool thread carries neither a context nor a tenant of its own)."""
+
+        def task() -> R:
+            with self.tenant_context(tenant_id):
+                return func(*args, **kwargs)
+
+        return executor.submit(task)
 
     def submit(
         self, executor: Executor, func: Callable[P, R], *args: P.args, **kwargs: P.kwargs

@@ -7,7 +7,17 @@ import shutil
 import textwrap
 from pathlib import Path
 
-from ai_secretary_schema.history import migrations_directory
+from ai_secretary_schema.history import heads, migrations_directory, script_directory
+
+#: The head of the shipped migrations. Test-only revisions are numbered from 0101 and build on
+#: it, so a revision shipped later never collides with one of theirs.
+HEAD: str = heads()[0]
+#: The shipped revisions, oldest first.
+SHIPPED: tuple[str, ...] = tuple(
+    reversed([script.revision for script in script_directory().walk_revisions()])
+)
+#: The shipped revision before the head.
+BEFORE_HEAD: str = str(script_directory().get_revision(HEAD).down_revision)
 
 _HEADER = '''"""{doc}
 
@@ -51,7 +61,7 @@ FAIL = """
 def upgrade():
     op.create_table("half_done", sa.Column("id", sa.Integer(), primary_key=True))
     op.execute("INSERT INTO half_done (id) VALUES (1)")
-    raise RuntimeError("deliberate failure in the middle of revision 0003")
+    raise RuntimeError("deliberate failure in the middle of revision 0101")
 
 
 def downgrade():
@@ -64,7 +74,7 @@ def upgrade():
     op.create_table("half_done", sa.Column("id", sa.Integer(), primary_key=True))
     marker = os.environ.get("AIS_TEST_MARKER")
     if marker:
-        Path(marker).write_text("inside revision 0003")
+        Path(marker).write_text("inside revision 0101")
         time.sleep(300)
 
 
