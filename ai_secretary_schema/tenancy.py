@@ -12,9 +12,10 @@ per-session *resolver* kept in ``Session.info`` (the Flask extension's reads ``f
 **Two layers**, installed on every ORM :class:`~sqlalchemy.orm.Session` of the process when this
 module is imported (the models import it, so no session can use them without it):
 
-* *PostgreSQL row-level security*: when a transaction begins, the session runs
-  ``set_config('ai_secretary.tenant_id', …, true)``, transaction-local, so nothing of it is left
-  on a pooled connection when the transaction ends. The policies of the migrations
+* *PostgreSQL row-level security*: each transaction of the session sets
+  ``ai_secretary.tenant_id`` transaction-locally (``SET LOCAL`` in the round trip of its first
+  statement with psycopg2, ``set_config(…, true)`` before it otherwise), so nothing of it is
+  left on a pooled connection when the transaction ends. The policies of the migrations
   (:func:`tenant_isolation_sql`) compare ``tenant_id`` with that setting and fail closed when it
   is unset or empty. If the scope changes while a transaction is open, the setting follows it
   before the next statement of the session.
@@ -29,6 +30,7 @@ startup hook), and :func:`tenant_isolation_sql` the DDL a revision uses for a te
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -37,7 +39,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy import Connection, ForeignKey, MetaData, Table, event
+from sqlalchemy import Connection, Engine, ForeignKey, MetaData, Table, event
 from sqlalchemy.orm import (
     Mapped,
     Mapper,
@@ -219,19 +221,72 @@ def set_tenant(connection: Connection, tenant_id: int | None, *, cross: bool = F
     connection.execute(_SET, {"tenant": tenant, "cross": "on" if cross else ""})
 
 
-def _apply(session: Session, connection: Connection, scope: _Scope) -> None:
+def _apply(
+    session: Session, connection: Connection, scope: _Scope, *, deferred: bool = False
+) -> None:
     applied: dict[Connection, _Scope] = session.info.setdefault(_APPLIED, {})
     if applied.get(connection, _NO_TENANT) != scope:
-        set_tenant(connection, scope.tenant_id, cross=scope.cross_tenant)
+        if deferred:
+            _defer(connection, scope)
+        else:
+            set_tenant(connection, scope.tenant_id, cross=scope.cross_tenant)
     applied[connection] = scope
 
 
 def _after_begin(session: Session, transaction: SessionTransaction, connection: Connection) -> None:
     if connection.dialect.name != "postgresql":
         return
-    # A new transaction starts with nothing set (only set_config(…, true) is ever used), so
-    # "no tenant" costs no statement.
-    _apply(session, connection, _resolve(session))
+    # A new transaction starts with nothing set (only transaction-local settings are ever
+    # used), so "no tenant" costs no statement.
+    _apply(session, connection, _resolve(session), deferred=True)
+
+
+# The setting travels with the transaction's first statement rather than in a round trip of
+# its own: a request's one query then costs one round trip, as without isolation. Deferred
+# per transaction (the pending entry names the transaction it belongs to, so one left by a
+# transaction that ran no statement is never sent in another).
+_PENDING = "ai_secretary_schema.pending_tenant"
+_SET_PYFORMAT = (
+    f"SELECT set_config('{TENANT_SETTING}', %(ais_tenant)s, true), "
+    f"set_config('{CROSS_TENANT_SETTING}', %(ais_cross)s, true)"
+)
+
+
+def _defer(connection: Connection, scope: _Scope) -> None:
+    tenant = "" if scope.tenant_id is None else str(_checked(scope.tenant_id))
+    connection.info[_PENDING] = (connection.get_transaction(), tenant, scope.cross_tenant)
+
+
+def _set_local(tenant: str, cross: bool) -> str:
+    """``SET LOCAL`` of the scope: a utility statement, which PostgreSQL neither plans nor
+    returns rows for. ``tenant`` is digits or empty (checked), so it is written inline."""
+    statements = [f"SET LOCAL {TENANT_SETTING} = '{tenant}'"] if tenant else []
+    if cross:
+        statements.append(f"SET LOCAL {CROSS_TENANT_SETTING} = 'on'")
+    return "; ".join(statements)
+
+
+def _send_pending(
+    connection: Connection,
+    cursor: Any,
+    statement: str,
+    parameters: Any,
+    context: Any,
+    executemany: bool,
+) -> tuple[str, Any]:
+    pending = connection.info.pop(_PENDING, None) if connection.info else None
+    if pending is None:
+        return statement, parameters
+    transaction, tenant, cross = pending
+    if transaction is not connection.get_transaction():
+        return statement, parameters  # left by a transaction that ran no statement
+    if connection.dialect.driver == "psycopg2" and not executemany:
+        # psycopg2 sends "SET LOCAL …; <statement>" in one round trip and returns the
+        # statement's result; the prefix holds no placeholder and no percent sign.
+        prefix = _set_local(tenant, cross)
+        return (f"{prefix}; {statement}" if prefix else statement), parameters
+    cursor.execute(_SET_PYFORMAT, {"ais_tenant": tenant, "ais_cross": "on" if cross else ""})
+    return statement, parameters
 
 
 def _after_transaction_end(session: Session, transaction: SessionTransaction) -> None:
@@ -280,12 +335,16 @@ def _on_orm_execute(state: ORMExecuteState) -> None:
             )
         return
     if state.is_select or state.is_update or state.is_delete:
-        tenant_id = scope.tenant_id
-        state.statement = state.statement.options(
-            with_loader_criteria(
-                TenantScoped, lambda cls: cls.tenant_id == tenant_id, include_aliases=True
-            )
-        )
+        state.statement = state.statement.options(_tenant_criteria(scope.tenant_id))
+
+
+@functools.lru_cache(maxsize=4096)
+def _tenant_criteria(tenant_id: int) -> Any:
+    """The ORM criterion of one tenant, built once: analysing the lambda is most of what the
+    guard costs a query, and an option with a fixed tenant can be shared by every query."""
+    return with_loader_criteria(
+        TenantScoped, lambda cls: cls.tenant_id == tenant_id, include_aliases=True
+    )
 
 
 def _before_flush(session: Session, flush_context: Any, instances: Any) -> None:
@@ -320,6 +379,7 @@ def _check_write(action: str) -> Callable[[Mapper[Any], Connection, Any], None]:
 
 
 event.listen(Session, "after_begin", _after_begin)
+event.listen(Engine, "before_cursor_execute", _send_pending, retval=True)
 event.listen(Session, "after_transaction_end", _after_transaction_end)
 event.listen(Session, "do_orm_execute", _on_orm_execute)
 event.listen(Session, "before_flush", _before_flush)

@@ -258,6 +258,49 @@ def test_the_same_backend_carries_no_tenant_after_a_scoped_transaction(
     assert (after[1] or "", after[2]) == ("", 0)
 
 
+def test_a_scoped_transaction_that_ran_no_statement_leaves_no_tenant_behind(
+    tenant_db: TenantDatabase,
+) -> None:
+    # The setting travels with a transaction's first statement; a transaction that never
+    # sent one must not hand it to the next user of the pooled connection.
+    engine = sa.create_engine(tenant_db.app_url, pool_size=1, max_overflow=0)
+    try:
+        with tenant_scope(3), Session(engine) as session:
+            session.connection()  # begins the transaction, runs nothing
+            session.commit()
+        with engine.connect() as connection:
+            after = connection.execute(
+                sa.text(
+                    "SELECT current_setting('ai_secretary.tenant_id', true), "
+                    "(SELECT count(*) FROM users)"
+                )
+            ).one()
+    finally:
+        engine.dispose()
+    assert (after[0] or "", after[1]) == ("", 0)
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "SELECT tenant_id FROM users",  # compiled by SQLAlchemy: the setting goes with it
+        # Not compiled by SQLAlchemy: the setting goes in a statement of its own before it.
+        "SELECT tenant_id FROM users WHERE email LIKE '%%'",
+    ],
+    ids=["text", "driver-sql"],
+)
+def test_the_first_statement_of_a_transaction_sees_the_tenant(
+    app_engine: Engine, statement: str
+) -> None:
+    with tenant_scope(2), Session(app_engine) as session:
+        if "LIKE" in statement:
+            connection = session.connection()
+            rows = connection.exec_driver_sql(statement).all()
+        else:
+            rows = session.execute(sa.text(statement)).all()
+    assert {row.tenant_id for row in rows} == {2}
+
+
 def test_the_tenant_follows_a_scope_entered_inside_an_open_transaction(
     app_engine: Engine,
 ) -> None:

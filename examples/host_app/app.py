@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from flask import Flask, Response, abort, jsonify, request
+from flask import Flask, Response, abort, g, jsonify, request
 from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -65,6 +65,16 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.config.update(config or {})
     schema.init_app(app, db=db, directory=MIGRATIONS)
 
+    @app.before_request
+    def tenant_of_the_request() -> None:
+        # The request's tenant goes where the package reads it, flask.g.tenant_id: every
+        # transaction of db.session is then that tenant's (users is tenant-scoped). A real
+        # application takes it from the authenticated session; the example from a header.
+        tenant = request.headers.get("X-Tenant-Id", "")
+        if not tenant.isdigit():
+            abort(400, "send the tenant's id in the X-Tenant-Id header")
+        g.tenant_id = int(tenant)
+
     @app.post("/users/<int:user_id>/notes")
     def create_note(user_id: int) -> tuple[Response, int]:
         if db.session.get(User, user_id) is None:
@@ -79,6 +89,9 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
 
     @app.get("/users/<int:user_id>/notes")
     def list_notes(user_id: int) -> Response:
+        # notes has no tenant column: the user, looked up in the request's tenant, guards it.
+        if db.session.get(User, user_id) is None:
+            abort(404, f"no user {user_id}")
         notes = db.session.scalars(sa.select(Note).where(Note.user_id == user_id).order_by(Note.id))
         return jsonify([_note_json(note) for note in notes])
 
