@@ -190,6 +190,23 @@ def make_schema_app() -> Iterator[MakeSchemaApp]:
         extension.close(app)
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def make_url(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], str]:
+    """Factory of fresh, empty databases of one dialect (each round of a test gets its own)."""
+    if request.param == "sqlite":
+        request.applymarker(pytest.mark.sqlite)
+        made: list[int] = []
+
+        def make_sqlite() -> str:
+            made.append(1)
+            return f"sqlite:///{tmp_path / f'round{len(made)}.db'}"
+
+        return make_sqlite
+    request.applymarker(pytest.mark.postgresql)
+    factory: Callable[[], str] = request.getfixturevalue("make_pg_database")
+    return factory
+
+
 @pytest.fixture
 def pgbouncer(tmp_path: Path) -> Iterator[PgBouncer]:
     """A real PgBouncer of this test's own in front of 127.0.0.1:5432: a free loopback port,

@@ -42,23 +42,6 @@ ROUNDS = 3
 # -- fixtures --------------------------------------------------------------------------------
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def make_url(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], str]:
-    """Factory of fresh, empty databases of one dialect (each round of a test gets its own)."""
-    if request.param == "sqlite":
-        request.applymarker(pytest.mark.sqlite)
-        made: list[int] = []
-
-        def make_sqlite() -> str:
-            made.append(1)
-            return f"sqlite:///{tmp_path / f'round{len(made)}.db'}"
-
-        return make_sqlite
-    request.applymarker(pytest.mark.postgresql)
-    factory: Callable[[], str] = request.getfixturevalue("make_pg_database")
-    return factory
-
-
 @pytest.fixture
 def counting_scripts(tmp_path: Path) -> Path:
     """The real revisions plus ``0101``, which records each run in ``migration_runs``."""

@@ -19,7 +19,9 @@ from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 import pytest
+from helpers import flask_cli
 from helpers.db import table_names
+from helpers.flask_cli import REPO, flask_env, ok
 from helpers.scripts import BEFORE_HEAD, HEAD
 
 from ai_secretary_schema import migrator
@@ -29,13 +31,7 @@ from ai_secretary_schema.history import migrations_directory
 if TYPE_CHECKING:
     from conftest import StatementLog
 
-REPO = Path(__file__).resolve().parents[1]
-FLASK = str(Path(sys.executable).with_name("flask"))
 APP = "examples.app:create_app"
-# Settings the developer's shell may carry; each test sets what it needs.
-SCRUBBED = frozenset(
-    {"DATABASE_URL", "REDIS_URL", "SCHEMA_STARTUP", "FLASK_APP", "HEALTH_MONITORING", "PYTHONPATH"}
-)
 
 
 #: A host application that has Flask-SQLAlchemy and a model of its own, and shares its engine
@@ -65,29 +61,10 @@ def create_app() -> Flask:
 """
 
 
-def flask_env(database_url: str, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in SCRUBBED}
-    env.update({"DATABASE_URL": database_url, "SCHEMA_STARTUP": "validate", **extra})
-    return env
-
-
 def run_flask(
     *args: str, env: dict[str, str], app: str = APP, cwd: Path = REPO
 ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [FLASK, "--app", app, *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-
-
-def ok(result: subprocess.CompletedProcess[str]) -> str:
-    assert result.returncode == 0, f"exit {result.returncode}\n{result.stdout}\n{result.stderr}"
-    return result.stdout
+    return flask_cli.run_flask(*args, env=env, app=app, cwd=cwd)
 
 
 def exercise_every_command(env: dict[str, str]) -> None:

@@ -15,7 +15,6 @@ depends on is recorded only through that host revision.
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
@@ -29,8 +28,9 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from flask import Flask
-from helpers import host_apps
+from helpers import flask_cli, host_apps
 from helpers.db import table_names, versions
+from helpers.flask_cli import REPO, SCRUBBED, flask_env, ok
 from helpers.scripts import make_script_dir, revision_file
 from sqlalchemy.pool import NullPool
 
@@ -45,25 +45,10 @@ from ai_secretary_schema.history import (
 )
 from examples import host_app
 
-REPO = Path(__file__).resolve().parents[1]
 HELPERS = Path(__file__).parent / "helpers"
-FLASK = str(Path(sys.executable).with_name("flask"))
 EXAMPLE = "examples.host_app:create_app"
 HOST_APPS = f"{HELPERS / 'host_apps.py'}:create_app"
 HOST_WORKER = HELPERS / "host_worker.py"
-# Settings the developer's shell may carry; each test sets what it needs.
-SCRUBBED = frozenset(
-    {
-        "DATABASE_URL",
-        "REDIS_URL",
-        "SCHEMA_STARTUP",
-        "SCHEMA_HOST_MIGRATIONS",
-        "SCHEMA_MIGRATION_URL",
-        "FLASK_APP",
-        "HEALTH_MONITORING",
-        "PYTHONPATH",
-    }
-)
 
 #: The package's revisions, oldest first, and its tables.
 PACKAGE = [script.revision for script in reversed(list(script_directory().walk_revisions()))]
@@ -93,35 +78,15 @@ CURRENT_AT_HEADS = [f"{PACKAGE_HEAD} (ai_secretary_schema) (head)", f"{HOST_HEAD
 
 
 def environment(database_url: str, **extra: str | Path) -> dict[str, str]:
-    """The environment of a process: the test's database, and ``SCHEMA_STARTUP=validate`` so
-    that a ``flask db`` process that ran the startup hook (which it must not) would fail on a
-    database that is behind. The repository is on the path: host_apps.py imports the
-    example."""
-    env = {k: v for k, v in os.environ.items() if k not in SCRUBBED}
-    env.update(
-        {"DATABASE_URL": database_url, "SCHEMA_STARTUP": "validate", "PYTHONPATH": str(REPO)}
-    )
-    env.update({key: str(value) for key, value in extra.items()})
-    return env
+    """The environment of a process (see ``flask_env``), with the repository on the path:
+    host_apps.py imports the example."""
+    return flask_env(database_url, PYTHONPATH=REPO, **extra)
 
 
 def run_flask(
     *args: str, env: dict[str, str], app: str = EXAMPLE
 ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [FLASK, "--app", app, *args],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-
-
-def ok(result: subprocess.CompletedProcess[str]) -> str:
-    assert result.returncode == 0, f"exit {result.returncode}\n{result.stdout}\n{result.stderr}"
-    return result.stdout
+    return flask_cli.run_flask(*args, env=env, app=app)
 
 
 def flask_db(*args: str, env: dict[str, str], app: str = EXAMPLE) -> str:
@@ -566,23 +531,6 @@ def upgrade() -> None:
     time.sleep(0.2)
     op.execute(f"INSERT INTO migration_runs (pid) VALUES ({os.getpid()})")
 """
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def make_url(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], str]:
-    """Factory of fresh, empty databases of one dialect (each round gets its own)."""
-    if request.param == "sqlite":
-        request.applymarker(pytest.mark.sqlite)
-        made: list[int] = []
-
-        def make_sqlite() -> str:
-            made.append(1)
-            return f"sqlite:///{tmp_path / f'round{len(made)}.db'}"
-
-        return make_sqlite
-    request.applymarker(pytest.mark.postgresql)
-    factory: Callable[[], str] = request.getfixturevalue("make_pg_database")
-    return factory
 
 
 def run_crowd(commands: list[list[str]], env: dict[str, str], barrier: Path) -> list[str]:
