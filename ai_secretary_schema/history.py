@@ -7,6 +7,8 @@ a warm start needs :func:`migrations_directory` and nothing else from here.
 
 from __future__ import annotations
 
+import functools
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from importlib.util import find_spec
@@ -100,13 +102,39 @@ def histories(script_location: ScriptLocation = None) -> Histories:
 
 
 def script_directory(script_location: ScriptLocation = None) -> ScriptDirectory:
-    """Alembic's view of the history: the package's revisions, and the host's when given."""
+    """Alembic's view of the history: the package's revisions, and the host's when given.
+
+    One instance per unchanged set of revision files: building one is cheap, but its first
+    question imports every revision, and a report or a health check asks several.
+    """
+    found = histories(script_location)
+    locations = tuple(str(path) for path in found.version_locations)
+    return _script_directory(str(found.package), locations, _revision_files(locations))
+
+
+@functools.lru_cache(maxsize=16)
+def _script_directory(
+    package: str, locations: tuple[str, ...], files: tuple[tuple[str, str, int, int], ...]
+) -> ScriptDirectory:
     from alembic.script import ScriptDirectory
 
-    found = histories(script_location)
-    return ScriptDirectory(
-        str(found.package), version_locations=[str(path) for path in found.version_locations]
-    )
+    return ScriptDirectory(package, version_locations=list(locations))
+
+
+def _revision_files(locations: tuple[str, ...]) -> tuple[tuple[str, str, int, int], ...]:
+    """Each revision file of ``locations`` with its size and modification time: what makes a
+    cached :func:`script_directory` stale."""
+    found = []
+    for location in locations:
+        try:
+            with os.scandir(location) as entries:
+                for entry in entries:
+                    if entry.name.endswith(".py"):
+                        stat = entry.stat()
+                        found.append((location, entry.name, stat.st_size, stat.st_mtime_ns))
+        except FileNotFoundError:
+            continue
+    return tuple(sorted(found))
 
 
 def is_host_revision(script: Script, script_location: ScriptLocation) -> bool:
@@ -146,6 +174,8 @@ def step_back(script_location: ScriptLocation, *, host: bool) -> str:
     depends on a package revision, so the target is named: the head's parent, or
     ``<head>@base`` for the first revision of that history.
     """
+    from alembic.util import to_tuple
+
     found = branch_heads(script_location, host=host)
     whose = "application's" if host else "package's"
     if len(found) != 1:
@@ -154,7 +184,7 @@ def step_back(script_location: ScriptLocation, *, host: bool) -> str:
             "there is no one revision to step back from: name the revision to downgrade to"
         )
     revision = script_directory(script_location).get_revision(found[0])
-    below = _as_tuple(None if revision is None else revision.down_revision)
+    below = to_tuple(None if revision is None else revision.down_revision, default=())
     if len(below) > 1:
         raise MigrationError(
             f"the {whose} head {found[0]} merges {', '.join(below)}: name the revision to "
@@ -181,6 +211,8 @@ def managed_current(current: tuple[str, ...], script_location: ScriptLocation) -
     calls it an "effective head"). The host's revisions are left out when the host migrates
     its own history.
     """
+    from alembic.util import to_tuple
+
     found = histories(script_location)
     if found.host is None:
         return current
@@ -199,13 +231,17 @@ def managed_current(current: tuple[str, ...], script_location: ScriptLocation) -
     below: set[str] = set()
     for revision in reached.values():
         if revision is not None:
-            below.update(requirements(script, _as_tuple(revision.down_revision), follow=False))
+            below.update(
+                requirements(script, to_tuple(revision.down_revision, default=()), follow=False)
+            )
     return tuple(sorted(set(reached) - below))
 
 
 def requirements(script: ScriptDirectory, tops: Iterable[str], *, follow: bool = True) -> set[str]:
     """Every revision ``tops`` stand on, themselves included: their ancestors and (``follow``)
     their dependencies, transitively."""
+    from alembic.util import to_tuple
+
     seen: set[str] = set()
     todo = list(tops)
     while todo:
@@ -213,16 +249,10 @@ def requirements(script: ScriptDirectory, tops: Iterable[str], *, follow: bool =
         if found is None or found.revision in seen:
             continue
         seen.add(found.revision)
-        dependencies = _as_tuple(found.dependencies) if follow else ()
-        for name in [*_as_tuple(found.down_revision), *dependencies]:
+        dependencies = to_tuple(found.dependencies, default=()) if follow else ()
+        for name in [*to_tuple(found.down_revision, default=()), *dependencies]:
             todo.extend(each.revision for each in script.get_revisions(name) if each is not None)
     return seen
-
-
-def _as_tuple(value: str | Iterable[str] | None) -> tuple[str, ...]:
-    if value is None:
-        return ()
-    return (value,) if isinstance(value, str) else tuple(value)
 
 
 def foreign_revisions(current: Iterable[str], script_location: ScriptLocation) -> tuple[str, ...]:

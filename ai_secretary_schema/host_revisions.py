@@ -22,7 +22,7 @@ from typing import Any
 
 from alembic.operations import ops
 from alembic.runtime.migration import MigrationContext
-from alembic.util import CommandError
+from alembic.util import CommandError, to_tuple
 
 from ai_secretary_schema.history import (
     HOST_BRANCH,
@@ -115,10 +115,4 @@ def _place(script: ops.MigrationScript, location: Histories) -> None:
     required = requirements(scripts, host_heads)
     missing = [head for head in branch_heads(location, host=False) if head not in required]
     if missing:
-        script.depends_on = [*_as_list(script.depends_on), *missing]
-
-
-def _as_list(value: Any) -> list[str]:
-    if value is None:
-        return []
-    return [value] if isinstance(value, str) else list(value)
+        script.depends_on = [*to_tuple(script.depends_on, default=()), *missing]
