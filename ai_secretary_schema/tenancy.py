@@ -203,10 +203,21 @@ def _resolve(session: Session | None) -> _Scope:
 
 # -- PostgreSQL: the setting, per transaction ------------------------------------------------------
 
-_SET = sa.text(
-    f"SELECT set_config('{TENANT_SETTING}', :tenant, true), "
-    f"set_config('{CROSS_TENANT_SETTING}', :cross, true)"
+_SET_CONFIG = (
+    f"SELECT set_config('{TENANT_SETTING}', {{tenant}}, true), "
+    f"set_config('{CROSS_TENANT_SETTING}', {{cross}}, true)"
 )
+_SET = sa.text(_SET_CONFIG.format(tenant=":ais_tenant", cross=":ais_cross"))
+#: The same, for a DBAPI cursor of psycopg2 or psycopg (pyformat).
+_SET_PYFORMAT = _SET_CONFIG.format(tenant="%(ais_tenant)s", cross="%(ais_cross)s")
+
+
+def _values(tenant_id: int | None, cross: bool) -> dict[str, str]:
+    """The settings' values: the tenant's id (checked), or '' for none; 'on', or ''."""
+    return {
+        "ais_tenant": "" if tenant_id is None else str(_checked(tenant_id)),
+        "ais_cross": "on" if cross else "",
+    }
 
 
 def set_tenant(connection: Connection, tenant_id: int | None, *, cross: bool = False) -> None:
@@ -217,8 +228,7 @@ def set_tenant(connection: Connection, tenant_id: int | None, *, cross: bool = F
     """
     if connection.dialect.name != "postgresql":
         return
-    tenant = "" if tenant_id is None else str(_checked(tenant_id))
-    connection.execute(_SET, {"tenant": tenant, "cross": "on" if cross else ""})
+    connection.execute(_SET, _values(tenant_id, cross))
 
 
 def _apply(
@@ -246,24 +256,19 @@ def _after_begin(session: Session, transaction: SessionTransaction, connection: 
 # per transaction (the pending entry names the transaction it belongs to, so one left by a
 # transaction that ran no statement is never sent in another).
 _PENDING = "ai_secretary_schema.pending_tenant"
-_SET_PYFORMAT = (
-    f"SELECT set_config('{TENANT_SETTING}', %(ais_tenant)s, true), "
-    f"set_config('{CROSS_TENANT_SETTING}', %(ais_cross)s, true)"
-)
 
 
 def _defer(connection: Connection, scope: _Scope) -> None:
-    tenant = "" if scope.tenant_id is None else str(_checked(scope.tenant_id))
-    connection.info[_PENDING] = (connection.get_transaction(), tenant, scope.cross_tenant)
+    values = _values(scope.tenant_id, scope.cross_tenant)
+    connection.info[_PENDING] = (connection.get_transaction(), values)
 
 
-def _set_local(tenant: str, cross: bool) -> str:
-    """``SET LOCAL`` of the scope: a utility statement, which PostgreSQL neither plans nor
-    returns rows for. ``tenant`` is digits or empty (checked), so it is written inline."""
-    statements = [f"SET LOCAL {TENANT_SETTING} = '{tenant}'"] if tenant else []
-    if cross:
-        statements.append(f"SET LOCAL {CROSS_TENANT_SETTING} = 'on'")
-    return "; ".join(statements)
+def _set_local(values: dict[str, str]) -> str:
+    """``SET LOCAL`` of the settings: a utility statement, which PostgreSQL neither plans nor
+    returns rows for. The values are digits, 'on' or empty (see :func:`_values`), so they are
+    written inline."""
+    settings = ((TENANT_SETTING, values["ais_tenant"]), (CROSS_TENANT_SETTING, values["ais_cross"]))
+    return "; ".join(f"SET LOCAL {name} = '{value}'" for name, value in settings if value)
 
 
 def _send_pending(
@@ -277,15 +282,15 @@ def _send_pending(
     pending = connection.info.pop(_PENDING, None) if connection.info else None
     if pending is None:
         return statement, parameters
-    transaction, tenant, cross = pending
+    transaction, values = pending
     if transaction is not connection.get_transaction():
         return statement, parameters  # left by a transaction that ran no statement
     if connection.dialect.driver == "psycopg2" and not executemany:
         # psycopg2 sends "SET LOCAL …; <statement>" in one round trip and returns the
         # statement's result; the prefix holds no placeholder and no percent sign.
-        prefix = _set_local(tenant, cross)
+        prefix = _set_local(values)
         return (f"{prefix}; {statement}" if prefix else statement), parameters
-    cursor.execute(_SET_PYFORMAT, {"ais_tenant": tenant, "ais_cross": "on" if cross else ""})
+    cursor.execute(_SET_PYFORMAT, values)
     return statement, parameters
 
 
