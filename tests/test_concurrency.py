@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from helpers.crowd import release
 from helpers.scripts import COUNT, HEAD, make_script_dir
 from sqlalchemy.pool import NullPool
 
@@ -66,12 +67,7 @@ def start_workers(
         for _ in range(count)
     ]
     # Release them together once every one has finished importing.
-    deadline = time.monotonic() + 120
-    while len(list(barrier.glob("ready-*"))) < count:
-        assert time.monotonic() < deadline, "the workers did not get ready in time"
-        assert all(w.poll() is None for w in workers), "a worker died before the start"
-        time.sleep(0.02)
-    (barrier / "go").touch()
+    release(workers, barrier)
     return workers
 
 

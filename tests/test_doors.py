@@ -26,6 +26,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from helpers.crowd import release
 from helpers.db import versions
 from helpers.scripts import COUNT, HEAD, make_script_dir
 from helpers.scripts import SHIPPED as SHIPPED_REVISIONS
@@ -134,15 +135,7 @@ def run_crowd(commands: list[Command], barrier: Path, cwd: Path) -> list[tuple[i
     # milliseconds of each other, and the counting revision then sleeps 0.2 s between creating
     # its table and recording its run, so unserialised runs overlap for certain: this is the
     # crowd in which 8 unlocked `flask db upgrade`s failed 1 to 7 times per trial on these machines.
-    deadline = time.monotonic() + 120
-    while len(list(barrier.glob("ready-*"))) < len(processes):
-        assert time.monotonic() < deadline, "the processes did not get ready in time"
-        for process in processes:
-            if process.poll() is not None:
-                _, err = process.communicate()
-                pytest.fail(f"a process died before the start: {err}")
-        time.sleep(0.02)
-    (barrier / "go").touch()
+    release(processes, barrier)
     results = []
     for process in processes:
         out, err = process.communicate(timeout=300)

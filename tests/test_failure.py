@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from helpers.crowd import wait_for_marker
 from helpers.db import table_names, versions
 from helpers.scripts import BLOCK, FAIL, HEAD, make_script_dir
 from sqlalchemy.pool import NullPool
@@ -116,11 +117,7 @@ def test_a_worker_killed_mid_upgrade_leaves_no_lock_and_the_next_start_completes
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    deadline = time.monotonic() + 60
-    while not marker.exists():
-        assert victim.poll() is None, "the worker ended before reaching revision 0101"
-        assert time.monotonic() < deadline, "the worker never reached revision 0101"
-        time.sleep(0.02)
+    wait_for_marker(victim, marker, "revision 0101")
     os.kill(victim.pid, signal.SIGKILL)
     victim.wait(timeout=30)
 

@@ -19,7 +19,6 @@ import re
 import shutil
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from itertools import pairwise
 from pathlib import Path
@@ -29,6 +28,7 @@ import pytest
 import sqlalchemy as sa
 from flask import Flask
 from helpers import flask_cli, host_apps
+from helpers.crowd import release
 from helpers.db import table_names, versions
 from helpers.flask_cli import REPO, SCRUBBED, flask_env, ok
 from helpers.scripts import make_script_dir, revision_file
@@ -548,14 +548,7 @@ def run_crowd(commands: list[list[str]], env: dict[str, str], barrier: Path) -> 
         )
         for command in commands
     ]
-    deadline = time.monotonic() + 120
-    while len(list(barrier.glob("ready-*"))) < len(processes):
-        assert time.monotonic() < deadline, "the processes did not get ready in time"
-        for process in processes:
-            if process.poll() is not None:
-                pytest.fail(f"a process died before the start: {process.communicate()[1]}")
-        time.sleep(0.02)
-    (barrier / "go").touch()
+    release(processes, barrier)
     outputs = []
     failures = []
     for process in processes:

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from helpers.crowd import release, wait_for_marker
 from helpers.db import table_names, versions
 from helpers.pgbouncer import PgBouncer
 from helpers.scripts import BLOCK, COUNT, HEAD, make_script_dir
@@ -91,12 +92,7 @@ def start_fleet(
         )
         for _ in range(count)
     ]
-    deadline = time.monotonic() + 120
-    while len(list(barrier.glob("ready-*"))) < count:
-        assert time.monotonic() < deadline, "the workers did not get ready in time"
-        assert all(w.poll() is None for w in workers), "a worker died before the start"
-        time.sleep(0.02)
-    (barrier / "go").touch()
+    release(workers, barrier)
     return workers
 
 
@@ -211,11 +207,7 @@ def test_a_migrator_killed_behind_pgbouncer_leaves_no_lock_and_the_next_start_is
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    deadline = time.monotonic() + 60
-    while not marker.exists():
-        assert victim.poll() is None, "the worker ended before reaching revision 0101"
-        assert time.monotonic() < deadline, "the worker never reached revision 0101"
-        time.sleep(0.02)
+    wait_for_marker(victim, marker, "revision 0101")
     assert advisory_locks(pg_url) == 1  # held, in the victim's open transaction
     os.kill(victim.pid, signal.SIGKILL)
     victim.wait(timeout=30)
