@@ -25,9 +25,9 @@ SETTINGS = "ai_secretary_schema.settings"
 ON_VERSION_APPLY = "ai_secretary_schema.on_version_apply"
 #: ``config.attributes`` key of the stream each revision is reported to (``None``: the log).
 PROGRESS = "ai_secretary_schema.progress"
-#: ``config.attributes`` key of the host application's history
-#: (:class:`~ai_secretary_schema.history.HostHistory`, or ``None``: the package's alone).
-HOST = "ai_secretary_schema.host"
+#: ``config.attributes`` key of the histories the run reads
+#: (:class:`~ai_secretary_schema.history.Histories`: the package's, and the host's if any).
+HISTORIES = "ai_secretary_schema.histories"
 
 VersionCallback = Callable[..., None]
 
@@ -66,7 +66,7 @@ def point_at(config: Config, script_location: ScriptLocation) -> Config:
     config.set_main_option(
         "version_locations", "\n".join(_escaped(path) for path in found.version_locations)
     )
-    config.attributes[HOST] = found.host
+    config.attributes[HISTORIES] = found
     if found.host is not None:
         # env.py places the host's new revisions (``flask db revision`` too, not only
         # ``migrate``): Alembic runs it for a plain revision only when asked to.

@@ -40,7 +40,7 @@ from sqlalchemy import Connection, Engine, MetaData
 from sqlalchemy.types import TypeDecorator
 
 from ai_secretary_schema import ddl_guard
-from ai_secretary_schema.alembic_config import HOST, ON_VERSION_APPLY, PROGRESS, SETTINGS
+from ai_secretary_schema.alembic_config import HISTORIES, ON_VERSION_APPLY, PROGRESS, SETTINGS
 from ai_secretary_schema.engine import create_engine
 from ai_secretary_schema.errors import MigrationError
 from ai_secretary_schema.history import (
@@ -59,7 +59,6 @@ from ai_secretary_schema.settings import SchemaSettings
 logger = logging.getLogger(__name__)
 
 _RUN_SETTINGS = "ai_secretary_schema.run_settings"
-_SCRIPTS = "ai_secretary_schema.scripts"
 #: alembic.ini option naming the host's models for the ``alembic`` command line
 #: (``module:attribute``, e.g. ``myapp.models:db.metadata``); ``flask db`` knows them already.
 HOST_METADATA_OPTION = "ai_secretary_schema.host_metadata"
@@ -115,26 +114,22 @@ def scripts_of(config: Config) -> Histories:
     beside its own, and its models are named by the ``ai_secretary_schema.host_metadata``
     option.
     """
-    memo = config.attributes.get(_SCRIPTS)
-    if isinstance(memo, Histories):
-        return memo
+    given = config.attributes.get(HISTORIES)
+    if isinstance(given, Histories):
+        return given
     package = migrations_directory()
-    host: HostHistory | None = None
-    if HOST in config.attributes:
-        host = config.attributes[HOST]
-        package = Path(config.get_main_option("script_location") or package).resolve()
+    location = Path(config.get_main_option("script_location") or package).resolve()
+    listed = {
+        coerce_resource_to_filename(entry).resolve()
+        for entry in config.get_version_locations_list() or []
+    }
+    if location == package:
+        found = Histories(package)
+    elif package / "versions" in listed:
+        found = Histories(package, HostHistory(location, ini_host_metadata(config)))
     else:
-        location = Path(config.get_main_option("script_location") or package).resolve()
-        listed = {
-            coerce_resource_to_filename(entry).resolve()
-            for entry in config.get_version_locations_list() or []
-        }
-        if location != package and package / "versions" in listed:
-            host = HostHistory(location, ini_host_metadata(config))
-        elif location != package:
-            package = location
-    found = Histories(package, host)
-    config.attributes[_SCRIPTS] = found
+        found = Histories(location)  # a copy of the package's migrations (tests)
+    config.attributes[HISTORIES] = found
     return found
 
 
