@@ -99,6 +99,9 @@ def in_child(work: Callable[[], Any], parent: Callable[[], None] = lambda: None)
         if time.monotonic() > deadline:
             os.kill(pid, signal.SIGKILL)
             os.waitpid(pid, 0)
+            # The parent's traffic must not outlive this test into the next ones.
+            child_done.set()
+            traffic.join(10)
             raise AssertionError("the forked child did not finish within 30 s")
         time.sleep(0.01)
     child_done.set()
